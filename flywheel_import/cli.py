@@ -1,0 +1,143 @@
+"""Command line: flags -> library call -> one-line errors and exit codes.
+
+Exit codes: 0 every row accepted (or valid, in a dry run), 1 finished with rejects,
+2 usage/config/input error (one line, no traceback), 3 aborted by the API (key refused),
+4 an unexpected internal error (a bug: set FLYWHEEL_IMPORT_DEBUG=1 for the traceback),
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import FlywheelImportError
+from .pipeline import run_import, validate
+from .report import Report
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("config", help="the YAML mapping file")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="files, globs or directories (replace source.path)")
+    p.add_argument("--rejects", metavar="PATH", help="rejects file (.csv, .parquet, .ndjson)")
+    p.add_argument("--report", metavar="PATH", help="write the report as JSON here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .sandbox.cli import add_sandbox_arguments
+
+    parser = argparse.ArgumentParser(
+        prog="flywheel-import",
+        description="Import CSV/TSV/Parquet/NDJSON exports into the Flywheel events API.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    v = sub.add_parser("validate", help="dry run: read and validate every row, send nothing")
+    _common(v)
+
+    r = sub.add_parser("run", help="send every valid row to the API")
+    _common(r)
+    r.add_argument("--dry-run", action="store_true", help="validate only (same as validate)")
+    r.add_argument("--sandbox", action="store_true",
+                   help="start a local sandbox API and import into it (no account needed)")
+    r.add_argument("--api-url", metavar="URL", help="API base URL (overrides api.url and "
+                   "FLYWHEEL_API_URL)")
+    r.add_argument("--rate", type=_non_negative, metavar="N",
+                   help="requests per second (overrides api.rate_limit; 0 = no limit)")
+    r.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="requests in flight (overrides api.concurrency)")
+    r.add_argument("--allow-insecure-http", action="store_true",
+                   help="allow plain http to a non-loopback host (sends the key in clear)")
+
+    s = sub.add_parser("sandbox", help="run a local Flywheel-compatible events API")
+    add_sandbox_arguments(s)
+    return parser
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must be >= 0")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be >= 1")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse has printed its one-line usage error
+        return 0 if e.code == 0 else 2
+    try:
+        return _dispatch(args)
+    except FlywheelImportError as e:
+        print(f"flywheel-import: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("flywheel-import: interrupted; the rejects and report gathered so far were "
+              "written", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug: one line unless asked for the traceback
+        if os.environ.get("FLYWHEEL_IMPORT_DEBUG"):
+            raise
+        print(f"flywheel-import: internal error ({type(e).__name__}): {e} "
+              "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 4
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "sandbox":
+        from .sandbox.cli import run_sandbox_command
+
+        return run_sandbox_command(args)
+    progress = not args.no_progress and sys.stderr.isatty()
+    common: dict[str, Any] = {"rejects": args.rejects, "report": args.report,
+                              "progress": progress}
+    inputs = args.inputs or None
+    if args.command == "validate" or args.dry_run:
+        report = validate(args.config, inputs, **common)
+        print(report.summary())
+        return report.exit_code
+    options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
+                               "allow_insecure_http": args.allow_insecure_http}
+    if args.sandbox:
+        return _run_in_sandbox(args.config, inputs, options)
+    report = run_import(args.config, inputs, api_url=args.api_url, **options)
+    print(report.summary())
+    return report.exit_code
+
+
+def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, Any]) -> int:
+    from .sandbox import Sandbox
+
+    db = Path(tempfile.mkdtemp(prefix="flywheel-sandbox-")) / "events.db"
+    with Sandbox(db=db) as sb:
+        print(f"sandbox: {sb.url} (database {sb.db_path})", file=sys.stderr)
+        report: Report = run_import(config, inputs, api_url=sb.url, key=sb.key, **options)
+        stats = sb.stats()
+    print(report.summary())
+    print(f"sandbox received {stats.get('requests', 0):,} requests and stored "
+          f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
+          f"database: {db}")
+    print(f"  see them: flywheel-import sandbox --export events.ndjson --db {db}")
+    return report.exit_code

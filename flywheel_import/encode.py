@@ -1,0 +1,121 @@
+"""Event columns -> request bodies ``{"event": {...}}`` as JSON text (pure, vectorized).
+
+Bodies are assembled by one flat polars ``concat_str`` per batch, never per-row objects. Text
+values are written between literal quotes when the batch holds nothing that JSON must escape
+(the common case, checked per column per batch) and through polars' JSON encoder otherwise;
+either way the bytes are the same. Null values are omitted, never sent as ``null``.
+
+The "core" is the event object without its id: name, user_id, anonymous_id, timestamp (UTC),
+identify and the properties in column order. A derived id is computed from it
+(:mod:`.eventid`), so two rows identical in every mapped value are one event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import orjson
+import polars as pl
+
+from .jsonexpr import json_value
+
+#: Characters that JSON strings must escape.
+NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """One ``"key": value`` of the event object, read from column ``column`` of a batch."""
+
+    key: str
+    column: str
+    quoted: bool
+
+
+def key_text(key: str) -> str:
+    return orjson.dumps(key).decode()
+
+
+class Encoder:
+    """Builds the core and body expressions for a batch (decisions depend on its content)."""
+
+    def __init__(self, frame: pl.DataFrame, *, timestamp: bool, identify: bool | None,
+                 properties: Sequence[Member]) -> None:
+        quoted = ["event", "user_id", "anonymous_id", "event_id",
+                  *(m.column for m in properties if m.quoted)]
+        checks = frame.select(pl.col(c).str.contains(NEEDS_ESCAPE).any().alias(c)
+                              for c in quoted)
+        self._escape = {c: bool(v) for c, v in checks.row(0, named=True).items()}
+        self._nulls = {c: frame.get_column(c).null_count() > 0 for c in frame.columns}
+        self._timestamp = timestamp
+        self._identify = identify
+        self._properties = properties
+
+    def value(self, column: str, quoted: bool) -> list[pl.Expr]:
+        col = pl.col(column)
+        if not quoted:
+            return [col]
+        if self._escape.get(column, True):
+            return [json_value(col)]
+        return [pl.lit('"'), col, pl.lit('"')]
+
+    def member(self, prefix: str, column: str, quoted: bool) -> list[pl.Expr]:
+        """``prefix`` + value, omitted where the value is null."""
+        parts = [pl.lit(prefix), *self.value(column, quoted)]
+        if not self._nulls.get(column, True):
+            return parts
+        return [pl.when(pl.col(column).is_not_null()).then(pl.concat_str(parts))]
+
+    def core_members(self) -> list[pl.Expr]:
+        """Everything inside the event object after ``{`` (ends with the closing ``}``)."""
+        parts = [pl.lit('"event":'), *self.value("event", True),
+                 *self.member(',"user_id":', "user_id", True),
+                 *self.member(',"anonymous_id":', "anonymous_id", True)]
+        if self._timestamp:
+            parts += self.member(',"timestamp":', "timestamp", True)
+        if self._identify is None:  # from a column
+            parts.append(pl.when(pl.col("identify").is_not_null()).then(
+                pl.when(pl.col("identify")).then(pl.lit(',"identify":true'))
+                .otherwise(pl.lit(',"identify":false'))))
+        elif self._identify:
+            parts.append(pl.lit(',"identify":true'))
+        parts.append(pl.lit(',"properties":{'))
+        parts += self._properties_parts()
+        parts.append(pl.lit("}}"))
+        return parts
+
+    def _properties_parts(self) -> list[pl.Expr]:
+        props = self._properties
+        if not props:
+            return []
+        if not self._nulls.get(props[0].column, True):
+            # The first member is always there: it needs no comma, the others lead with one.
+            out = [pl.lit(key_text(props[0].key) + ":"),
+                   *self.value(props[0].column, props[0].quoted)]
+            for m in props[1:]:
+                out += self.member("," + key_text(m.key) + ":", m.column, m.quoted)
+            return out
+        inner: list[pl.Expr] = []
+        for m in props:
+            inner += self.member("," + key_text(m.key) + ":", m.column, m.quoted)
+        return [pl.concat_str(inner, ignore_nulls=True).str.slice(1)]
+
+    def core(self) -> pl.Expr:
+        return pl.concat_str([pl.lit("{"), *self.core_members()], ignore_nulls=True)
+
+    def body(self, event_id_column: str = "event_id") -> pl.Expr:
+        """``{"event":{"event_id":...,<core members>}}``."""
+        return pl.concat_str([pl.lit('{"event":{"event_id":'),
+                              *self.value(event_id_column, True), pl.lit(","),
+                              *self.core_members(), pl.lit("}")], ignore_nulls=True)
+
+    def body_from_core(self, event_id_column: str = "event_id") -> pl.Expr:
+        """The body from an already built ``core`` column (saves rebuilding the members)."""
+        return pl.concat_str([pl.lit('{"event":{"event_id":'),
+                              *self.value(event_id_column, True), pl.lit(","),
+                              pl.col("core").str.slice(1), pl.lit("}")])
+
+
+#: Bytes the body adds to the core besides the id's JSON: '{"event":{"event_id":' ',' '}'.
+BODY_OVERHEAD = len('{"event":{"event_id":,}')

@@ -1,0 +1,304 @@
+"""Wires the stages: inputs -> preflight -> read -> prepare -> (send) -> rejects/report.
+
+The one module that knows the order of the stages. Preflight reads every file once before
+anything is sent or written, so config/data mismatches stop the run with nothing done.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+import anyio.to_thread
+import polars as pl
+from tqdm import tqdm
+
+from .config import Config, load_config
+from .dedupe import SeenIds
+from .dispatch import Settling, dispatch
+from .errors import FlywheelImportError, UsageError
+from .inputs import SourceFile, expand
+from .mapping import Plan, build_plan, wants_text_kind
+from .prepare import Prepared, prepare
+from .profile import FileProfile, profile
+from .rejects import RejectsWriter
+from .report import Report, write_json_atomic
+from .sender import Sender, SendSettings
+from .sources import read_batches
+
+
+@dataclass(slots=True)
+class Job:
+    """One input file, profiled and planned."""
+
+    profile: FileProfile
+    plan: Plan
+
+    @property
+    def source(self) -> SourceFile:
+        return self.profile.source
+
+
+def as_config(config: Config | str | Path) -> Config:
+    return config if isinstance(config, Config) else load_config(config)
+
+
+def output_paths(cfg: Config, rejects: str | Path | None, report: str | Path | None
+                 ) -> tuple[Path | None, Path | None]:
+    """CLI paths are relative to the working directory; config paths to the config file."""
+    rej = Path(rejects) if rejects else (cfg.resolve(cfg.output.rejects)
+                                          if cfg.output.rejects else None)
+    rep = Path(report) if report else (cfg.resolve(cfg.output.report)
+                                        if cfg.output.report else None)
+    return rej, rep
+
+
+def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None) -> list[SourceFile]:
+    if inputs:
+        return expand(inputs, forced=cfg.source.format)
+    return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format)
+
+
+def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[Job]:
+    """Profile and plan every file; raises before anything is sent or written."""
+    wants = wants_text_kind(cfg)
+    total = sum(f.size() for f in files if f.format != "parquet")
+    jobs: list[Job] = []
+    with tqdm(total=total, unit="B", unit_scale=True, desc="preflight", file=sys.stderr,
+              disable=not progress or total == 0, leave=False) as bar:
+        for f in files:
+            prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
+            jobs.append(Job(prof, build_plan(cfg, prof)))
+    return jobs
+
+
+def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds) -> Iterator[Prepared]:
+    for job in jobs:
+        schema = job.profile.schema if job.source.format == "ndjson" else None
+        for raw in read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema):
+            yield prepare(raw, job.plan, cfg, seen)
+
+
+def record_rejects(report: Report, prep: Prepared) -> None:
+    """Count a batch's rejects per code, keeping the first example of each code."""
+    report.rejected += prep.rejected.height
+    for code, n in prep.codes.items():
+        example = None
+        if code not in report.by_code:
+            hit = prep.rejected.filter(pl.col("_error_code").str.contains(code, literal=True))
+            if hit.height:
+                row = hit.row(0, named=True)
+                example = {"source": row["_source"], "row": row["_row"],
+                           "message": row["_error_message"]}
+        report.count(code, n, example)
+
+
+def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
+             rejects: str | Path | None = None, report: str | Path | None = None,
+             progress: bool = False) -> Report:
+    """Dry run: read, map and validate every row; write rejects and report; send nothing."""
+    started = time.perf_counter()
+    cfg = as_config(config)
+    rejects_path, report_path = output_paths(cfg, rejects, report)
+    files = find_inputs(cfg, inputs)
+    jobs = preflight(cfg, files, progress=progress)
+    result = Report(dry_run=True, files=len(files))
+    writer = RejectsWriter(rejects_path) if rejects_path else None
+    total = sum(j.profile.rows for j in jobs)
+    try:
+        with tqdm(total=total, unit="rows", desc="validate", file=sys.stderr,
+                  disable=not progress, smoothing=0.1) as bar:
+            for prep in prepared_batches(cfg, jobs, SeenIds()):
+                result.rows_read += prep.rows_read
+                result.valid += prep.send.height
+                record_rejects(result, prep)
+                if writer:
+                    writer.add(prep.rejected)
+                bar.update(prep.rows_read)
+        result.completed = True
+    except FlywheelImportError as e:
+        result.error = str(e)
+        raise
+    finally:
+        _finish(result, writer, report_path, started)
+    return result
+
+
+def _finish(result: Report, writer: RejectsWriter | None, report_path: Path | None,
+            started: float) -> None:
+    """Write what was gathered, also after a failure: nothing read is lost."""
+    result.duration_s = time.perf_counter() - started
+    if writer is not None:
+        result.rejects_path = str(writer.close())
+    if report_path is not None:
+        write_json_atomic(report_path, result.to_dict())
+
+
+# --- sending ---------------------------------------------------------------------------------
+
+_LOOPBACK = {"localhost", "::1", "[::1]"}
+
+
+def resolve_url(cfg: Config, api_url: str | None, *, allow_insecure_http: bool) -> str:
+    """``--api-url`` > ``FLYWHEEL_API_URL`` > ``api.url``; plain http only to loopback."""
+    url = api_url or os.environ.get("FLYWHEEL_API_URL") or cfg.api.url
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise UsageError(f"API URL must look like https://host[:port], got {url!r}")
+    host = parsed.hostname
+    loopback = host in _LOOPBACK or host.startswith("127.")
+    if parsed.scheme == "http" and not loopback and not allow_insecure_http:
+        raise UsageError(f"refusing to send the API key over plain http to {host}: use https, "
+                         "or pass --allow-insecure-http if you really mean it")
+    return url
+
+
+def read_key(cfg: Config) -> str:
+    key = os.environ.get(cfg.api.key_env, "").strip()
+    if not key:
+        raise UsageError(f"no API key: set the environment variable {cfg.api.key_env} "
+                         "(api.key_env names it)")
+    return key
+
+
+def run_import(config: Config | str | Path, inputs: Sequence[str | Path] | None = None,
+               **options: Any) -> Report:
+    """Import every row: the blocking form of :func:`run_import_async` (same options)."""
+    return anyio.run(functools.partial(run_import_async, config, inputs, **options),
+                     backend="asyncio")
+
+
+async def run_import_async(
+    config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
+    rejects: str | Path | None = None, report: str | Path | None = None,
+    progress: bool = False, dry_run: bool = False, api_url: str | None = None,
+    key: str | None = None, rate: float | None = None, concurrency: int | None = None,
+    allow_insecure_http: bool = False,
+    sleep: Callable[[float], Awaitable[None]] | None = None,
+) -> Report:
+    """Read, validate and send every valid row once; write rejects and report.
+
+    ``key`` overrides the environment (for embedding); ``sleep`` is injectable so tests of
+    retries do not wait. Raises :class:`ApiAbort` when the API refuses the key (the rejects and
+    the report gathered so far are written first).
+    """
+    if dry_run:
+        return await anyio.to_thread.run_sync(functools.partial(
+            validate, config, inputs, rejects=rejects, report=report, progress=progress))
+    started = time.perf_counter()
+    cfg = as_config(config)
+    url = resolve_url(cfg, api_url, allow_insecure_http=allow_insecure_http)
+    settings = SendSettings(
+        url=url, key=key or read_key(cfg),
+        concurrency=concurrency or cfg.api.concurrency, timeout=cfg.api.timeout,
+        max_attempts=cfg.api.max_attempts,
+        rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst)
+    rejects_path, report_path = output_paths(cfg, rejects, report)
+    files = find_inputs(cfg, inputs)
+    jobs = await anyio.to_thread.run_sync(functools.partial(
+        preflight, cfg, files, progress=progress))
+    result = Report(dry_run=False, files=len(files))
+    writer = RejectsWriter(rejects_path) if rejects_path else None
+    total = sum(j.profile.rows for j in jobs)
+    bar = tqdm(total=total, unit="rows", desc="import", file=sys.stderr,
+               disable=not progress, smoothing=0.1)
+    sender = Sender(settings, **({"sleep": sleep} if sleep else {}))
+    settled_rows = 0
+
+    def on_read(prep: Prepared) -> None:
+        result.rows_read += prep.rows_read
+        result.valid += prep.send.height
+        record_rejects(result, prep)
+        if writer:
+            writer.add(prep.rejected)
+
+    def on_settled(batch: Settling) -> None:
+        nonlocal settled_rows
+        result.accepted += batch.accepted
+        if batch.rejected_at:
+            api = batch.api_rejects()
+            result.rejected += api.height
+            for code in batch.codes:
+                result.count(code, 1, None)
+            _examples(result, api)
+            if writer:
+                writer.add(api)
+        settled_rows += batch.prep.rows_read
+
+    async def ticker() -> None:
+        while True:
+            await anyio.sleep(0.25)
+            _tick(bar, result, sender, settled_rows)
+
+    try:
+        async with sender:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(ticker)
+                try:
+                    await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
+                                   concurrency=settings.concurrency, ahead=_AHEAD,
+                                   on_read=on_read, on_settled=on_settled)
+                finally:
+                    tg.cancel_scope.cancel()
+        result.completed = True
+    except BaseException as e:
+        err = _first_error(e)
+        result.error = str(err) if err is not None else type(e).__name__
+        if err is not None and err is not e:
+            raise err from None
+        raise
+    finally:
+        _tick(bar, result, sender, settled_rows)
+        bar.close()
+        result.sending = _sending(sender, started)
+        _finish(result, writer, report_path, started)
+    return result
+
+
+#: Batches read ahead of the sending: bounds memory to a few batches whatever the API speed.
+_AHEAD = 3
+
+
+def _first_error(e: BaseException) -> BaseException | None:
+    """The error to report out of an exception group (the API abort, an input error...)."""
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            found = _first_error(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(e, anyio.get_cancelled_exc_class()):
+        return None
+    return e
+
+
+def _examples(result: Report, api: pl.DataFrame) -> None:
+    for row in api.iter_rows(named=True):
+        for code in str(row["_error_code"]).split(";"):
+            entry = result.by_code.get(code)
+            if entry is not None and entry.example is None:
+                entry.example = {"source": row["_source"], "row": row["_row"],
+                                 "message": row["_error_message"]}
+
+
+def _tick(bar: tqdm[Any], result: Report, sender: Sender, settled_rows: int) -> None:
+    stats = sender.stats
+    bar.n = settled_rows
+    bar.set_postfix(accepted=stats.accepted, rejected=result.rejected,
+                    retries=stats.retries, refresh=False)
+    bar.refresh()
+
+
+def _sending(sender: Sender, started: float) -> dict[str, Any]:
+    snap = dict(sender.stats.snapshot())
+    elapsed = time.perf_counter() - started
+    snap["events_per_s"] = round(sender.stats.accepted / elapsed, 1) if elapsed > 0 else 0.0
+    return snap

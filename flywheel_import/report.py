@@ -1,0 +1,116 @@
+"""The run's figures: what was read, sent, accepted and rejected, and why.
+
+The accounting identity ``rows_read == accepted + rejected`` (or ``valid + rejected`` in a
+dry run) holds at the end of every completed run; :meth:`Report.summary` prints it and
+:meth:`Report.to_dict` is what ``--report`` writes as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(slots=True)
+class CodeCount:
+    count: int = 0
+    example: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class Report:
+    dry_run: bool = True
+    files: int = 0
+    rows_read: int = 0
+    valid: int = 0
+    accepted: int = 0
+    rejected: int = 0
+    by_code: dict[str, CodeCount] = field(default_factory=dict)
+    duration_s: float = 0.0
+    rejects_path: str | None = None
+    completed: bool = False
+    error: str | None = None
+    sending: dict[str, Any] = field(default_factory=dict)
+
+    def count(self, code: str, n: int, example: dict[str, Any] | None = None) -> None:
+        entry = self.by_code.setdefault(code, CodeCount())
+        entry.count += n
+        if entry.example is None and example is not None:
+            entry.example = example
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows_read / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.rejected else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "dry_run": self.dry_run,
+            "completed": self.completed,
+            "files": self.files,
+            "rows_read": self.rows_read,
+            "valid": self.valid,
+            "rejected": self.rejected,
+            "rejected_by_code": {
+                code: {"count": c.count, "example": c.example}
+                for code, c in sorted(self.by_code.items(), key=lambda kv: -kv[1].count)
+            },
+            "duration_s": round(self.duration_s, 3),
+            "rows_per_s": round(self.rows_per_s, 1),
+            "rejects_file": self.rejects_path,
+        }
+        if not self.dry_run:
+            out["accepted"] = self.accepted
+            out["sending"] = self.sending
+        if self.error:
+            out["error"] = self.error
+        return out
+
+    def summary(self) -> str:
+        lines = []
+        head = "Dry run" if self.dry_run else "Import"
+        state = "finished" if self.completed else "STOPPED"
+        lines.append(f"{head} {state}: {self.rows_read:,} rows read from {self.files} file(s) "
+                     f"in {self.duration_s:.1f}s ({self.rows_per_s:,.0f} rows/s)")
+        if self.dry_run:
+            lines.append(f"  valid (would be sent): {self.valid:,}")
+        else:
+            lines.append(f"  accepted: {self.accepted:,}")
+            s = self.sending
+            if s:
+                lines.append(f"  requests: {s.get('requests', 0):,}, retries: "
+                             f"{s.get('retries', 0):,}, 429s: {s.get('throttled', 0):,}, "
+                             f"latency p50/p99: {s.get('latency_p50_ms', 0)}/"
+                             f"{s.get('latency_p99_ms', 0)} ms, "
+                             f"{s.get('events_per_s', 0):,} events/s")
+        lines.append(f"  rejected: {self.rejected:,}"
+                     + (f" (see {self.rejects_path})" if self.rejected and self.rejects_path
+                        else ""))
+        for code, c in sorted(self.by_code.items(), key=lambda kv: -kv[1].count):
+            ex = c.example or {}
+            where = f"{ex.get('source')}:{ex.get('row')}" if ex else ""
+            lines.append(f"    {code:<26} {c.count:>10,}  e.g. {where} {ex.get('message', '')}"
+                         .rstrip())
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, default=str)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,91 @@
+"""Event columns -> per-row error flags, codes and messages (pure, vectorized).
+
+Each check is one boolean polars expression; a row's codes are listed in the fixed order of
+:data:`flywheel_import.errors.CODE_ORDER`, joined by ``;``, with one message per code joined
+by ``; ``. Checks that need state across batches (duplicate ids) or the encoded body (size)
+are computed by the caller and passed in as flag columns.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from .errors import CODE_ORDER, ErrorCode
+
+EVENT_NAME = r"^[a-zA-Z0-9_-]+$"
+
+
+def flag(code: ErrorCode) -> str:
+    return f"e_{code.value}"
+
+
+def _quoted(col: str) -> pl.Expr:
+    return pl.lit("'") + pl.col(col).str.slice(0, 80) + pl.lit("'")
+
+
+def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> list[pl.Expr]:
+    """Flag columns for the checks that depend on the row alone."""
+    event = pl.col("event")
+    has_user = pl.col("user_id").is_not_null()
+    checks = {
+        ErrorCode.MISSING_EVENT_NAME: event.is_null(),
+        ErrorCode.INVALID_EVENT_NAME: event.is_not_null() & ~event.str.contains(EVENT_NAME),
+        ErrorCode.MISSING_TIMESTAMP: (pl.col("ts_raw").is_null() if timestamp_mapped
+                                      else pl.lit(False)),
+        ErrorCode.INVALID_TIMESTAMP: (pl.col("ts_raw").is_not_null()
+                                      & pl.col("timestamp").is_null()),
+        ErrorCode.MISSING_IDENTITY: (~has_user & pl.col("anonymous_id").is_null()
+                                     if require_identity else pl.lit(False)),
+        ErrorCode.IDENTIFY_WITHOUT_USER_ID: pl.col("identify").fill_null(False) & ~has_user,
+        ErrorCode.INVALID_IDENTIFY: (pl.col("identify_raw").is_not_null()
+                                     & pl.col("identify").is_null()),
+        ErrorCode.INVALID_PROPERTY: pl.col("prop_errors").is_not_null(),
+    }
+    return [expr.fill_null(False).alias(flag(code)) for code, expr in checks.items()]
+
+
+_ROW_FLAGS = (ErrorCode.MISSING_EVENT_NAME, ErrorCode.INVALID_EVENT_NAME,
+              ErrorCode.MISSING_TIMESTAMP, ErrorCode.INVALID_TIMESTAMP,
+              ErrorCode.MISSING_IDENTITY, ErrorCode.IDENTIFY_WITHOUT_USER_ID,
+              ErrorCode.INVALID_IDENTIFY, ErrorCode.INVALID_PROPERTY)
+
+
+def passes_row_checks() -> pl.Expr:
+    return ~pl.any_horizontal([pl.col(flag(c)) for c in _ROW_FLAGS])
+
+
+def messages(max_body_bytes: int) -> dict[ErrorCode, pl.Expr]:
+    """One human message per code, quoting the offending value where there is one."""
+    return {
+        ErrorCode.MISSING_EVENT_NAME: pl.lit("event name is empty"),
+        ErrorCode.INVALID_EVENT_NAME: pl.lit("event name ") + _quoted("event")
+        + pl.lit(" must match ^[a-zA-Z0-9_-]+$"),
+        ErrorCode.MISSING_TIMESTAMP: pl.lit(
+            "timestamp is empty (the API would stamp the event with the time of import)"),
+        ErrorCode.INVALID_TIMESTAMP: pl.lit("timestamp ") + _quoted("ts_raw")
+        + pl.lit(" is not a valid time (or does not exist in the configured timezone)"),
+        ErrorCode.MISSING_IDENTITY: pl.lit("neither user_id nor anonymous_id is set"),
+        ErrorCode.IDENTIFY_WITHOUT_USER_ID: pl.lit("identify is true but user_id is empty"),
+        ErrorCode.INVALID_IDENTIFY: pl.lit("identify ") + _quoted("identify_raw")
+        + pl.lit(" is not a boolean"),
+        ErrorCode.DUPLICATE_EVENT_ID: pl.lit("event_id ") + _quoted("event_id")
+        + pl.lit(" was already seen earlier in this run"),
+        ErrorCode.INVALID_PROPERTY: pl.lit("invalid property ") + pl.col("prop_errors"),
+        ErrorCode.PAYLOAD_TOO_LARGE: pl.lit("request body is ")
+        + pl.col("body_bytes").cast(pl.String)
+        + pl.lit(f" bytes, over api.max_body_bytes ({max_body_bytes})"),
+    }
+
+
+def describe(max_body_bytes: int) -> list[pl.Expr]:
+    """``_error_code`` and ``_error_message`` from the flag columns (null for a clean row)."""
+    texts = messages(max_body_bytes)
+    order = [c for c in CODE_ORDER if c in texts]
+    codes = [pl.when(pl.col(flag(c))).then(pl.lit(c.value)) for c in order]
+    notes = [pl.when(pl.col(flag(c))).then(texts[c]) for c in order]
+    code = pl.concat_str(codes, separator=";", ignore_nulls=True)
+    return [
+        pl.when(code != "").then(code).alias("_error_code"),
+        pl.when(code != "").then(pl.concat_str(notes, separator="; ", ignore_nulls=True))
+        .alias("_error_message"),
+    ]
