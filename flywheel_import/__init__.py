@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .config import Config, load_config
 from .errors import ApiAbort, ConfigError, ErrorCode, FlywheelImportError, InputError, UsageError
-from .pipeline import validate
+from .pipeline import run_import, run_import_async, validate
 from .report import Report
 
 __version__ = "0.1.0"
@@ -20,5 +20,7 @@ __all__ = [
     "UsageError",
     "__version__",
     "load_config",
+    "run_import",
+    "run_import_async",
     "validate",
 ]

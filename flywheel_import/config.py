@@ -59,7 +59,7 @@ class CsvOptions(_Strict):
     def _distinct(self) -> CsvOptions:
         if self.quote and self.quote == self.delimiter:
             raise ValueError("quote and delimiter must differ")
-        if self.delimiter in "\r\n" or (self.quote or "") in "\r\n" and self.quote:
+        if self.delimiter in "\r\n" or ((self.quote or "") in "\r\n" and self.quote):
             raise ValueError("delimiter and quote cannot be line breaks")
         return self
 
@@ -295,7 +295,8 @@ def _explain(err: Any, loc: list[str | int]) -> str:
     if kind in {"value_error", "assertion_error"}:
         return str(ctx.get("error", err["msg"]))
     if kind in {"model_type", "model_attributes_type"}:
-        return f"must be a column name or a mapping such as {{column: ...}} (got {err.get('input')!r})"
+        got = err.get("input")
+        return f"must be a column name or a mapping such as {{column: ...}} (got {got!r})"
     if kind in {"string_type", "int_type", "float_type", "bool_type", "dict_type", "list_type",
                 "model_type", "int_parsing", "float_parsing", "bool_parsing",
                 "model_attributes_type"}:

@@ -28,9 +28,14 @@ from .sources import ROW
 
 
 class Outcomeish(Protocol):
-    accepted: bool
-    code: str | None
-    message: str | None
+    """What the dispatcher needs of a send's result (:class:`~.sender.Outcome` fits)."""
+
+    @property
+    def accepted(self) -> bool: ...
+    @property
+    def code(self) -> str | None: ...
+    @property
+    def message(self) -> str | None: ...
 
 
 SendFn = Callable[[bytes], Awaitable[Outcomeish]]

@@ -6,10 +6,10 @@ the same id on every retry and every re-run, so the API can drop what it has alr
 
 FWH128 is defined here, once and for all (changing it would re-send every event of every
 scheduled load): two 64-bit multiply-xorshift lanes over the UTF-8 bytes read as little-endian
-64-bit words (the last one zero-padded), finished with the length and MurmurHash3's fmix64. It is computed with numpy over whole batches (a per-row SHA-1 in
-Python costs ~1 µs a row, more than reading the file); it is not a cryptographic hash, which
-ids that only need to be unique across honest data do not require. ``tests/test_eventid.py``
-pins known values.
+64-bit words (the last one zero-padded), finished with the length and MurmurHash3's fmix64.
+It is computed with numpy over whole batches (a per-row SHA-1 in Python costs ~1 µs a row,
+more than reading the file); it is not a cryptographic hash, which ids that only need to be
+unique across honest data do not require. ``tests/test_eventid.py`` pins known values.
 """
 
 from __future__ import annotations

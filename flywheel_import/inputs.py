@@ -114,7 +114,7 @@ def open_stream(src: SourceFile) -> BinaryIO:
 
             raw = open(src.path, "rb")  # noqa: SIM115 - closed with the reader
             reader = zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)
-            return io.BufferedReader(reader, buffer_size=1 << 20)  # type: ignore[arg-type]
-        return open(src.path, "rb")  # noqa: SIM115
+            return io.BufferedReader(reader, buffer_size=1 << 20)
+        return open(src.path, "rb")
     except OSError as e:
         raise InputError(f"{src.path}: cannot open: {e.strerror or e}") from None

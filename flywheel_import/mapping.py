@@ -13,8 +13,8 @@ null when every property is fine).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Literal
 
 import polars as pl
@@ -299,7 +299,7 @@ def _property_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataTyp
             raise ConfigError(f"{cfg.origin}: mapping.properties.types.{name}: {name!r} is not a "
                               f"property of {prof.source.name}")
         types[col] = typ
-    specs = []
+    specs: list[PropertySpec] = []
     for col in columns:
         kind = _kind(types.get(col), schema[col], prof.text_kinds.get(col) if prof.is_text
                      else None)
@@ -363,9 +363,9 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
         is_nan = number.is_nan()
         if spec.kind == "integer":
             ok = number.is_finite() & (number == number.round(0)) & (number.abs() < 2**53)
-            value = pl.when(ok).then(number.cast(pl.Int64, strict=False).cast(pl.String))
+            integer = pl.when(ok).then(number.cast(pl.Int64, strict=False).cast(pl.String))
             bad = col.is_not_null() & ~ok.fill_null(False)
-            return value, problem(bad, "is not an integer:")
+            return integer, problem(bad, "is not an integer:")
         finite = number.is_finite().fill_null(False)
         if dtype == pl.String:
             plain = col.str.contains(_JSON_NUMBER)
@@ -379,7 +379,8 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
     # datetime
     instant = to_utc(col, dtype, timezone=timezone, fmt=None, unit=None,
                      where=f"mapping.properties.types.{label}")
-    return format_rfc3339(instant), problem(col.is_not_null() & instant.is_null(), "is not a date-time:")
+    bad = col.is_not_null() & instant.is_null()
+    return format_rfc3339(instant), problem(bad, "is not a date-time:")
 
 
 def wants_text_kind(cfg: Config) -> Callable[[str], bool]:

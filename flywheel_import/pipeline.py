@@ -27,6 +27,7 @@ from .dispatch import Settling, dispatch
 from .errors import FlywheelImportError, UsageError
 from .inputs import SourceFile, expand
 from .mapping import Plan, build_plan, wants_text_kind
+from .prefetch import prefetch
 from .prepare import Prepared, prepare
 from .profile import FileProfile, profile
 from .rejects import RejectsWriter
@@ -80,11 +81,13 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[J
     return jobs
 
 
-def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds) -> Iterator[Prepared]:
+def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True
+                     ) -> Iterator[Prepared]:
     for job in jobs:
         schema = job.profile.schema if job.source.format == "ndjson" else None
-        for raw in read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema):
-            yield prepare(raw, job.plan, cfg, seen)
+        raws = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema)
+        for raw in prefetch(raws):
+            yield prepare(raw, job.plan, cfg, seen, bodies=bodies)
 
 
 def record_rejects(report: Report, prep: Prepared) -> None:
@@ -116,7 +119,7 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
     try:
         with tqdm(total=total, unit="rows", desc="validate", file=sys.stderr,
                   disable=not progress, smoothing=0.1) as bar:
-            for prep in prepared_batches(cfg, jobs, SeenIds()):
+            for prep in prepared_batches(cfg, jobs, SeenIds(), bodies=False):
                 result.rows_read += prep.rows_read
                 result.valid += prep.send.height
                 record_rejects(result, prep)
@@ -210,7 +213,7 @@ async def run_import_async(
     total = sum(j.profile.rows for j in jobs)
     bar = tqdm(total=total, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
-    sender = Sender(settings, **({"sleep": sleep} if sleep else {}))
+    sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
     settled_rows = 0
 
     def on_read(prep: Prepared) -> None:
@@ -239,15 +242,14 @@ async def run_import_async(
             _tick(bar, result, sender, settled_rows)
 
     try:
-        async with sender:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(ticker)
-                try:
-                    await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
-                                   concurrency=settings.concurrency, ahead=_AHEAD,
-                                   on_read=on_read, on_settled=on_settled)
-                finally:
-                    tg.cancel_scope.cancel()
+        async with sender, anyio.create_task_group() as tg:
+            tg.start_soon(ticker)
+            try:
+                await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
+                               concurrency=settings.concurrency, ahead=_AHEAD,
+                               on_read=on_read, on_settled=on_settled)
+            finally:
+                tg.cancel_scope.cancel()
         result.completed = True
     except BaseException as e:
         err = _first_error(e)

@@ -37,39 +37,38 @@ class Prepared:
     bytes_read: int = 0
 
 
-def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds) -> Prepared:
+def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
+            bodies: bool = True) -> Prepared:
+    """Map, validate and encode one batch; ``bodies=False`` (a dry run) skips what only the
+    sending needs: the request texts and the derived ids (duplicates are still found, from
+    the same event content the ids are derived from)."""
     ts_mapped = plan.timestamp is not None
     events = map_batch(batch.frame, plan).with_columns(
         validation.row_checks(timestamp_mapped=ts_mapped,
                               require_identity=cfg.validation.require_identity))
     enc = Encoder(events, timestamp=ts_mapped, identify=plan.identify_constant,
                   properties=[Member(s.key, s.slot, s.quoted) for s in plan.properties])
-    ok = events.select(validation.passes_row_checks()).to_series()
-    if plan.event_id is None:
-        events = events.with_columns(enc.core().alias("core"))
-        derived = derive_event_ids(events.get_column("core").filter(ok))
-        events = events.with_columns(
-            _scatter(events.get_column("event_id"), ok, derived).alias("event_id"),
-            (pl.col("core").str.len_bytes() + BODY_OVERHEAD + _DERIVED_ID_JSON
-             ).alias("body_bytes"))
-    else:
-        events = events.with_columns(enc.body().alias("body"))
-        events = events.with_columns(pl.col("body").str.len_bytes().alias("body_bytes"))
+    derived = plan.event_id is None
+    id_bytes = (pl.lit(_DERIVED_ID_JSON) if derived
+                else json_value(pl.col("event_id")).str.len_bytes())
+    events = events.with_columns(
+        validation.passes_row_checks().alias("_ok"), enc.core().alias("core")
+    ).with_columns((pl.col("core").str.len_bytes() + BODY_OVERHEAD + id_bytes
+                    ).alias("body_bytes"))
     too_big = events.get_column("body_bytes") > cfg.api.max_body_bytes
-    candidates = ok & ~too_big & events.get_column("event_id").is_not_null()
+    key = "core" if derived else "event_id"
+    candidates = events.get_column("_ok") & ~too_big & events.get_column(key).is_not_null()
     dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), [False] * events.height,
                     dtype=pl.Boolean)
     if candidates.any():
-        hits = seen.check_and_add(fingerprints(events.get_column("event_id").filter(candidates)))
+        hits = seen.check_and_add(fingerprints(events.get_column(key).filter(candidates)))
         dup = _scatter(dup, candidates, pl.Series(hits))
-    events = events.with_columns(
-        dup.alias(flag(ErrorCode.DUPLICATE_EVENT_ID)),
-        too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)),
-    ).with_columns(validation.describe(cfg.api.max_body_bytes))
-    good = events.get_column("_error_code").is_null()
-    body = enc.body_from_core() if plan.event_id is None else pl.col("body")
-    send = events.filter(good).select(ROW, "event_id", body.alias("body"))
-    bad_rows = events.filter(~good).select(ROW, "_error_code", "_error_message")
+    events = events.with_columns(dup.alias(flag(ErrorCode.DUPLICATE_EVENT_ID)),
+                                 too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
+    good = events.get_column("_ok") & ~dup & ~too_big
+    # Messages are built for the rejected rows only: usually a handful per batch.
+    bad_rows = events.filter(~good).select(
+        ROW, *validation.describe(cfg.api.max_body_bytes))
     rejected = reject_rows(batch.frame.filter(~good), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
@@ -79,7 +78,17 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds) -> Prepared
             codes[code] = codes.get(code, 0) + n
     if batch.bad:
         codes[ErrorCode.MALFORMED_ROW] = codes.get(ErrorCode.MALFORMED_ROW, 0) + len(batch.bad)
-    raw = batch.frame if good.all() else batch.frame.filter(good)
+    all_good = bool(good.all())
+    sendable = events if all_good else events.filter(good)
+    if not bodies:
+        send = sendable.select(ROW)
+    elif derived:
+        ids = derive_event_ids(sendable.get_column("core"))
+        send = sendable.select(ROW, "core").with_columns(ids.alias("event_id")).select(
+            ROW, "event_id", enc.body_from_core().alias("body"))
+    else:
+        send = sendable.select(ROW, "event_id", enc.body().alias("body"))
+    raw = batch.frame if all_good else batch.frame.filter(good)
     return Prepared(batch.source.name, batch.rows, send, raw, rejected, codes, batch.bytes_read)
 
 

@@ -21,9 +21,10 @@ import orjson
 import polars as pl
 
 from .config import CsvOptions
-from .csvsplit import BadRecord, RecordSplitter
+from .csvsplit import BadRecord, Block, RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
+from .prefetch import prefetch
 
 ROW = "__row"
 CHUNK_BYTES = 8 << 20
@@ -93,19 +94,25 @@ def _utf8_chunks(src: SourceFile, csv: CsvOptions) -> Iterator[tuple[bytes, int]
                     raise InputError(f"{src.name}: not valid {csv.encoding}: {e.reason}") from None
 
 
+def _csv_blocks(src: SourceFile, csv: CsvOptions, splitter: RecordSplitter
+                ) -> Iterator[tuple[Block, int]]:
+    chunks = _utf8_chunks(src, csv)
+    while True:
+        item = next(chunks, None)
+        data, consumed = item if item is not None else (b"", 0)
+        yield splitter.feed(data, final=item is None), consumed
+        if item is None:
+            return
+
+
 def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[RawBatch]:
     delimiter, quote = csv_dialect(src, csv)
     splitter = RecordSplitter(delimiter=delimiter, quote=quote, header=csv.header)
     names: list[str] | None = None
-    chunks = _utf8_chunks(src, csv)
-    done = False
-    while not done:
-        item = next(chunks, None)
-        done = item is None
-        data, consumed = item if item is not None else (b"", 0)
-        block = splitter.feed(data, final=done)
-        if names is None and (splitter.header is not None or splitter.ncols is not None):
-            names = header_names(src, splitter.header, splitter.ncols or 0)
+    # Splitting (numpy) runs a block ahead of parsing (polars): both release the GIL.
+    for block, consumed in prefetch(_csv_blocks(src, csv, splitter), ahead=1):
+        if names is None and (block.header is not None or splitter.ncols is not None):
+            names = header_names(src, block.header, splitter.ncols or 0)
         frame = _parse_block(src, block.data, names or [], delimiter, quote)
         if frame.height != len(block.rows):
             raise InputError(f"{src.name}: internal record count mismatch near record "

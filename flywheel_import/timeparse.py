@@ -77,7 +77,7 @@ class AutoParser:
             if i == self._first:
                 continue
             got = rest.select(cand.alias("t")).to_series()
-            n = got.is_not_null().sum()
+            n = int(got.is_not_null().sum())
             if n > best_n:
                 best, best_n = i, n
             filled = filled.fill_null(got)

@@ -1,0 +1,61 @@
+"""Run an iterator in a background thread, a bounded number of items ahead of its consumer.
+
+Reading (numpy record splitting, polars parsing) and preparing (polars expressions, hashing)
+both release the GIL for most of their work, so on two cores they overlap. The queue bound
+keeps memory to a few batches; an exception in the thread is re-raised in the consumer.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_DONE = object()
+
+
+def prefetch(items: Iterator[T], ahead: int = 2) -> Iterator[T]:
+    q: queue.Queue[object] = queue.Queue(maxsize=ahead)
+    stop = threading.Event()
+
+    def put(item: object) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(item):
+                    return
+            put(_DONE)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            put(_Failure(e))
+
+    thread = threading.Thread(target=run, name="flywheel-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item = q.get()
+            if item is _DONE:
+                return
+            if isinstance(item, _Failure):
+                raise item.error
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+class _Failure:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
