@@ -1,0 +1,224 @@
+"""The send path, measured against a sandbox server in its own process.
+
+    python benchmarks/bench_run.py throughput [--events 50000] [--runs 3]
+    python benchmarks/bench_run.py latency    [--events 20000]
+    python benchmarks/bench_run.py rate       [--events 4000]
+
+* throughput: ``flywheel-import run`` (no rate limit, concurrency 64) vs a bare script (polars
+  read, orjson bodies, 64 aiohttp workers, no validation, no retries), alternating, each in a
+  fresh process against a fresh sandbox; medians and the ratio (target >= 0.90).
+* latency: sandbox with ``--latency-ms 50``, ``--rate 2000 --concurrency 200`` (target: 2,000
+  events/s within 5%).
+* rate: ``--rate 200`` (target: mean within 3% of 200/s, the busiest 1-second window at the
+  server within 5% plus the burst), from the arrival times the sandbox stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "bench-key"
+
+CONFIG = """
+api: {{key_env: BENCH_KEY, rate_limit: 0, concurrency: 64, max_attempts: 8}}
+mapping:
+  event: event_name
+  user_id: user_id
+  event_id: event_id
+  timestamp: {{column: ts, timezone: UTC}}
+  properties: {{types: {{zip: string}}}}
+output: {{rejects: {rejects}}}
+"""
+
+BARE = textwrap.dedent("""
+    import asyncio, json, sys, time
+    import aiohttp, orjson, polars as pl
+
+    async def main(path, url, workers):
+        t0 = time.perf_counter()
+        bodies = []
+        for batch in pl.scan_csv(path, infer_schema=False).collect_batches():
+            for row in batch.iter_rows(named=True):
+                ev = {"event_id": row.pop("event_id"), "event": row.pop("event_name"),
+                      "user_id": row.pop("user_id"),
+                      "timestamp": row.pop("ts").replace(" ", "T") + "Z",
+                      "properties": row}
+                bodies.append(orjson.dumps({"event": ev}))
+        headers = {"Authorization": sys.argv[4], "Auth-Type": "api",
+                   "Content-Type": "application/json"}
+        it = iter(bodies)
+        ok = 0
+        async with aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=workers), headers=headers) as s:
+            async def worker():
+                nonlocal ok
+                for body in it:
+                    async with s.post(url + "/v1/events", data=body) as r:
+                        await r.read()
+                        ok += r.status == 200
+            await asyncio.gather(*(worker() for _ in range(workers)))
+        dt = time.perf_counter() - t0
+        print(json.dumps({"events": ok, "s": dt, "eps": ok / dt}))
+
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+""")
+
+OURS = textwrap.dedent("""
+    import json, sys, time
+    sys.path.insert(0, sys.argv[5])
+    from flywheel_import import run_import
+    t0 = time.perf_counter()
+    rate = float(sys.argv[4])
+    report = run_import(sys.argv[1], api_url=sys.argv[2], key=sys.argv[6],
+                        concurrency=int(sys.argv[3]), rate=rate)
+    dt = time.perf_counter() - t0
+    print(json.dumps({"events": report.accepted, "rejected": report.rejected, "s": dt,
+                      "eps": report.accepted / dt, "sending": report.sending}))
+""")
+
+
+@contextmanager
+def sandbox(*flags: str) -> Iterator[tuple[str, Path]]:
+    """A sandbox in its own process on a free port; yields (url, db path)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "bench.db"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "flywheel_import.sandbox", "--port", "0", "--key", KEY,
+             "--db", str(db), *flags], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout is not None
+            url = ""
+            deadline = time.monotonic() + 20
+            while not url and time.monotonic() < deadline:
+                line = proc.stdout.readline()
+                if "url:" in line:
+                    url = line.split("url:", 1)[1].strip()
+            if not url:
+                raise RuntimeError("sandbox did not start")
+            yield url, db
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def data_file(folder: Path, events: int) -> Path:
+    csv = folder / "events.csv"
+    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(csv),
+                    "--rows", str(events)], check=True, stdout=subprocess.DEVNULL)
+    # gen_events sprinkles a few empty names in; keep them: the bare script sends them too.
+    return csv
+
+
+def config_file(folder: Path, csv: Path) -> Path:
+    cfg = folder / "bench.yaml"
+    cfg.write_text(CONFIG.format(rejects=folder / "rejects.csv")
+                   + f"source: {{path: {csv}}}\n")
+    return cfg
+
+
+def ours(cfg: Path, url: str, concurrency: int, rate: float) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", OURS, str(cfg), url, str(concurrency),
+                          str(rate), str(ROOT), KEY], check=True, capture_output=True,
+                         text=True, env={**os.environ, "BENCH_KEY": KEY})
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def bare(csv: Path, url: str, concurrency: int) -> dict[str, float]:
+    out = subprocess.run([sys.executable, "-c", BARE, str(csv), url, str(concurrency), KEY],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def arrivals(db: Path) -> list[float]:
+    """Arrival times (s) of the stored events, from the sandbox's database."""
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT received_at FROM events ORDER BY seq").fetchall()
+    return [datetime.fromisoformat(r[0].replace("Z", "+00:00")).timestamp() for r in rows]
+
+
+def windows(times: list[float]) -> tuple[float, int]:
+    """(mean events/s over the run, most events in any 1-second window)."""
+    span = times[-1] - times[0]
+    best, j = 0, 0
+    for i, t in enumerate(times):
+        while times[j] < t - 1.0:
+            j += 1
+        best = max(best, i - j + 1)
+    return (len(times) - 1) / span if span > 0 else 0.0, best
+
+
+def throughput(args: argparse.Namespace, work: Path) -> None:
+    csv = data_file(work, args.events)
+    cfg = config_file(work, csv)
+    b, o = [], []
+    for _ in range(args.runs):
+        with sandbox() as (url, _):
+            b.append(bare(csv, url, 64))
+        with sandbox() as (url, _):
+            o.append(ours(cfg, url, 64, 0))
+    be = statistics.median(r["eps"] for r in b)
+    oe = statistics.median(r["eps"] for r in o)
+    print(f"throughput, {args.events:,} events, concurrency 64, no rate limit")
+    print(f"  bare   {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
+    print(f"  import {oe:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o))
+    print(f"  ratio  {oe / be:.2f} (target >= 0.90)")
+
+
+def latency(args: argparse.Namespace, work: Path) -> None:
+    csv = data_file(work, args.events)
+    cfg = config_file(work, csv)
+    with sandbox("--latency-ms", "50") as (url, db):
+        r = ours(cfg, url, 200, 2000)
+        times = arrivals(db)
+    mean, peak = windows(times)
+    print(f"latency 50 ms, --rate 2000 --concurrency 200, {args.events:,} events")
+    print(f"  server-side mean {mean:,.0f}/s (target 2,000 within 5%), busiest second {peak:,}")
+    print(f"  client: {r['eps']:,.0f} events/s end to end, p50 "
+          f"{r['sending'].get('latency_p50_ms')} ms")
+
+
+def rate(args: argparse.Namespace, work: Path) -> None:
+    csv = data_file(work, args.events)
+    cfg = config_file(work, csv)
+    with sandbox() as (url, db):
+        ours(cfg, url, 32, 200)
+        times = arrivals(db)
+    mean, peak = windows(times)
+    burst = max(1, round(200 / 20))
+    per_second = Counter(int(t - times[0]) for t in times)
+    print(f"rate 200/s, {len(times):,} events at the server over {times[-1] - times[0]:.1f}s")
+    print(f"  mean {mean:.1f}/s ({(mean / 200 - 1) * 100:+.1f}%, target within 3%)")
+    print(f"  busiest 1-second window {peak} (target <= {200 * 1.05 + burst:.0f} = 5% + burst "
+          f"{burst}); per calendar second: {sorted(per_second.values())[-3:]}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["throughput", "latency", "rate"])
+    ap.add_argument("--events", type=int)
+    ap.add_argument("--runs", type=int, default=3)
+    args = ap.parse_args()
+    args.events = args.events or {"throughput": 50_000, "latency": 20_000, "rate": 4000}[
+        args.what]
+    with tempfile.TemporaryDirectory() as tmp:
+        {"throughput": throughput, "latency": latency, "rate": rate}[args.what](args, Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,475 @@
+"""Request bodies -> HTTP POSTs -> one final :class:`Outcome` per body.
+
+One event per request (the API has no batch endpoint), so per-request overhead is the
+importer's speed limit: one aiohttp session and connection pool for the whole run, headers and
+URL built once, the body of a 2xx never read. Every response and transport error goes through
+:func:`classify`, the one place that decides ok / retry / reject / abort.
+
+The API key is a secret: it is sent in the ``Authorization`` header and appears nowhere else,
+not in a repr, an exception, a message or the stats (API text is scrubbed of it, too).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC
+from enum import StrEnum
+from http import HTTPStatus
+from importlib import metadata
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import anyio
+import orjson
+import yarl
+
+from .errors import ApiAbort, ErrorCode, UsageError
+from .ratelimit import RateLimiter
+
+__all__ = [
+    "Decision",
+    "Outcome",
+    "SendSettings",
+    "SendStats",
+    "Sender",
+    "Verdict",
+    "classify",
+    "parse_retry_after",
+]
+
+_EXCERPT = 200  # characters of API text kept in a message
+_TIMEOUT = "timeout"
+
+
+def _version() -> str:
+    """The package's version, looked up lazily: the package's ``__init__`` may import us."""
+    try:
+        from . import __version__
+    except ImportError:
+        try:
+            return metadata.version("flywheel-import")
+        except metadata.PackageNotFoundError:
+            return "0+unknown"
+    return str(__version__)
+
+
+class Decision(StrEnum):
+    """What the caller does with a response."""
+
+    OK = "ok"
+    RETRY = "retry"
+    REJECT = "reject"
+    ABORT = "abort"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The decision on one attempt, with the API's code and text and any Retry-After (s)."""
+
+    decision: Decision
+    code: str | None
+    message: str | None
+    retry_after: float | None
+
+
+_OK = Verdict(Decision.OK, None, None, None)
+
+
+def classify(
+    status: int | None,
+    body: bytes | None,
+    headers: Mapping[str, str] | None,
+    error: str | None,
+) -> Verdict:
+    """Map one response (or transport error, when `status` is None) to a :class:`Verdict`.
+
+    2xx: OK. 408, 429, 5xx, timeouts and connection errors: RETRY, with Retry-After parsed.
+    401/403: ABORT, the key is refused and every further request would be too. Any other
+    status: REJECT the row, coded with the ``code`` of the API's ``{"error", "code"}`` body, or
+    ``HTTP_<status>`` when it has none. Transport errors are coded ``TIMEOUT`` (an `error`
+    starting with "timeout") or ``NETWORK_ERROR``.
+    """
+    if status is None:
+        text = _clean(error or "") or "no response"
+        code = "TIMEOUT" if text.startswith(_TIMEOUT) else "NETWORK_ERROR"
+        return Verdict(Decision.RETRY, code, text, None)
+    if 200 <= status < 300:
+        return _OK
+    api_code, api_text = _api_error(body)
+    message = api_text or _clean(_decode(body)) or _reason(status)
+    if status == 401 or status == 403:
+        return Verdict(Decision.ABORT, f"HTTP_{status}", message, None)
+    if status == 408 or status == 429 or 500 <= status < 600:
+        retry_after = parse_retry_after(_header(headers, "Retry-After"))
+        return Verdict(Decision.RETRY, f"HTTP_{status}", message, retry_after)
+    return Verdict(Decision.REJECT, api_code or f"HTTP_{status}", message, None)
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP date; None if unusable.
+
+    `now` is the wall-clock time (``time.time()``) an HTTP date is measured from.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - (time.time() if now is None else now)
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
+    if not headers:
+        return None
+    value = headers.get(name)
+    if value is None:  # a plain dict is case-sensitive; aiohttp's headers are not
+        lower = name.lower()
+        value = next((v for k, v in headers.items() if k.lower() == lower), None)
+    return value
+
+
+def _api_error(body: bytes | None) -> tuple[str | None, str | None]:
+    """The ``code`` and ``error`` of an ErrorResponse body, each None when absent."""
+    if not body or body.lstrip()[:1] != b"{":
+        return None, None
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(doc, dict):
+        return None, None
+    code, text = doc.get("code"), doc.get("error", doc.get("message"))
+    code = _clean(code)[:64] or None if isinstance(code, str) else None
+    text = _clean(text) or None if isinstance(text, str) else None
+    return code, text
+
+
+def _decode(body: bytes | None) -> str:
+    return body[: _EXCERPT * 4].decode("utf-8", "replace") if body else ""
+
+
+def _clean(text: str) -> str:
+    """One line of printable text, at most `_EXCERPT` characters: safe in logs and CSV."""
+    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
+
+
+def _reason(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendSettings:
+    """How to reach the API and how hard to push it. The key never shows in the repr.
+
+    `rate_limit` is requests per second (0: no limit, 429s still pause and slow the run);
+    `timeout` is per attempt; `max_attempts` counts the first one; a Retry-After longer than
+    `retry_after_max` seconds is cut to it so a server's "come back tomorrow" cannot stall the
+    run (the row ends ``RETRIES_EXHAUSTED`` instead, after its attempts).
+    """
+
+    url: str
+    key: str = field(repr=False)
+    concurrency: int = 32
+    timeout: float = 10.0
+    max_attempts: int = 8
+    rate_limit: float = 0
+    burst: int | None = None
+    backoff_base: float = 0.5
+    backoff_max: float = 30.0
+    retry_after_max: float = 300.0
+    user_agent: str = field(default_factory=lambda: f"flywheel-import/{_version()}")
+
+    def __post_init__(self) -> None:
+        parsed = yarl.URL(self.url)
+        if parsed.scheme not in ("http", "https") or not parsed.host:
+            raise UsageError(f"API URL must be http(s)://host[:port][/path], got {self.url!r}")
+        if not self.key or any(not c.isprintable() for c in self.key):
+            raise UsageError("API key is empty or contains a line break or control character")
+        if self.concurrency < 1 or self.max_attempts < 1:
+            raise UsageError("concurrency and max_attempts must be >= 1")
+        if (
+            not self.timeout > 0
+            or self.rate_limit < 0
+            or (self.burst is not None and self.burst < 1)
+        ):
+            raise UsageError("timeout must be > 0, rate_limit >= 0 and burst >= 1")
+
+    @property
+    def endpoint(self) -> str:
+        """``{url}/v1/events``, a trailing slash of `url` dropped."""
+        return self.url.rstrip("/") + "/v1/events"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The final result of one body: accepted, or why not (`code` is a rejects-file code)."""
+
+    accepted: bool
+    code: str | None
+    message: str | None
+    attempts: int
+    status: int | None
+
+
+_ACCEPTED_FIRST_TRY = Outcome(True, None, None, 1, 200)
+
+
+class SendStats:
+    """Counters and a latency histogram, in bounded memory whatever the number of requests.
+
+    Latencies go to log-spaced buckets (16 per doubling, so a percentile is within ~2.2%),
+    from 1 µs to about 2 minutes.
+    """
+
+    __slots__ = (
+        "_hist",
+        "_lat_n",
+        "accepted",
+        "errors",
+        "exhausted",
+        "rejected",
+        "requests",
+        "retries",
+        "throttled",
+    )
+
+    _PER_OCTAVE = 16
+    _BUCKETS = 27 * _PER_OCTAVE  # 2**27 µs ≈ 134 s
+
+    def __init__(self) -> None:
+        self.requests = 0  # attempts sent
+        self.accepted = 0
+        self.rejected = 0  # rows refused by the API (4xx)
+        self.exhausted = 0  # rows that ran out of attempts
+        self.retries = 0
+        self.throttled = 0  # 429 responses
+        self.errors: dict[str, int] = {}  # failed attempts by code: HTTP_503, TIMEOUT, ...
+        self._hist = [0] * (self._BUCKETS + 1)
+        self._lat_n = 0
+
+    def record_latency(self, seconds: float) -> None:
+        us = seconds * 1e6
+        i = int(math.log2(us) * self._PER_OCTAVE) if us > 1.0 else 0
+        self._hist[i if i < self._BUCKETS else self._BUCKETS] += 1
+        self._lat_n += 1
+
+    def count_error(self, code: str) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+
+    def percentile_ms(self, q: float) -> float | None:
+        """The `q`-th percentile (0-100) of attempt latency in ms; None before any attempt."""
+        if not self._lat_n:
+            return None
+        rank = max(1, math.ceil(self._lat_n * q / 100))
+        seen = 0
+        for i, n in enumerate(self._hist):
+            seen += n
+            if seen >= rank:
+                return float(2 ** ((i + 0.5) / self._PER_OCTAVE) / 1000)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    @property
+    def p50_ms(self) -> float | None:
+        return self.percentile_ms(50)
+
+    @property
+    def p99_ms(self) -> float | None:
+        return self.percentile_ms(99)
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain, JSON-ready copy of the counters."""
+        p50, p99 = self.p50_ms, self.p99_ms
+        return {
+            "requests": self.requests,
+            "accepted": self.accepted,
+            "rejected": self.rejected,
+            "exhausted": self.exhausted,
+            "retries": self.retries,
+            "throttled": self.throttled,
+            "errors": dict(sorted(self.errors.items())),
+            "latency_p50_ms": None if p50 is None else round(p50, 3),
+            "latency_p99_ms": None if p99 is None else round(p99, 3),
+        }
+
+    def __repr__(self) -> str:
+        return f"SendStats({self.snapshot()!r})"
+
+
+class Sender:
+    """POSTs bodies to ``{url}/v1/events`` and retries them to a final :class:`Outcome`.
+
+    Use as ``async with Sender(settings) as sender``; `concurrency` coroutines then share it,
+    each awaiting :meth:`send`. `sleep`, `rng` and `clock` are injectable so tests never wait;
+    they also drive the default :class:`RateLimiter` (an injected `limiter` must use the same
+    `clock`: send times are passed to it). After a 401/403 every send raises
+    :class:`ApiAbort` before its next attempt; a send asleep in a backoff raises when it wakes
+    (the pipeline's task group cancels it sooner).
+    """
+
+    def __init__(
+        self,
+        settings: SendSettings,
+        *,
+        limiter: RateLimiter | None = None,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.stats = SendStats()
+        self.limiter = limiter or RateLimiter(
+            settings.rate_limit, settings.burst, clock=clock, sleep=sleep
+        )
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._clock = clock
+        self._url = yarl.URL(settings.endpoint)
+        self._headers = {
+            "Authorization": settings.key,
+            "Auth-Type": "api",
+            "Content-Type": "application/json",
+            "User-Agent": settings.user_agent,
+        }
+        self._session: aiohttp.ClientSession | None = None
+        self._abort: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Sender({self.settings!r})"
+
+    @property
+    def aborted(self) -> bool:
+        """True once the API refused the key: every later :meth:`send` raises ApiAbort."""
+        return self._abort is not None
+
+    async def __aenter__(self) -> Self:
+        s = self.settings
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=s.concurrency, ttl_dns_cache=300),
+            # The pool holds one connection per worker, so `total` is the request's own time.
+            timeout=aiohttp.ClientTimeout(total=s.timeout),
+            headers=self._headers,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, body: bytes) -> Outcome:
+        """Send one body until accepted, rejected or out of attempts; ApiAbort on 401/403.
+
+        The same `body` bytes go out on every attempt, so the event_id inside lets the server
+        drop a duplicate when an attempt timed out after all.
+        """
+        session = self._session
+        if session is None:
+            raise RuntimeError("Sender.send() outside 'async with Sender(...)'")
+        stats, clock, limiter = self.stats, self._clock, self.limiter
+        attempt = 0
+        while True:
+            if self._abort is not None:
+                raise ApiAbort(self._abort)
+            await limiter.acquire()
+            if self._abort is not None:
+                raise ApiAbort(self._abort)
+            attempt += 1
+            stats.requests += 1
+            status: int | None = None
+            data: bytes | None = None
+            headers: Mapping[str, str] | None = None
+            error: str | None = None
+            sent = clock()
+            try:
+                resp = await session.post(self._url, data=body, allow_redirects=False)
+                try:
+                    status = resp.status
+                    if not 200 <= status < 300:  # a 2xx body says nothing we need
+                        data = await resp.read()
+                        headers = resp.headers
+                finally:
+                    resp.release()
+            except TimeoutError:
+                status, error = None, f"{_TIMEOUT} after {self.settings.timeout:g}s"
+            except (aiohttp.ClientError, OSError) as exc:
+                status, error = None, f"{type(exc).__name__}: {exc}"
+            stats.record_latency(clock() - sent)
+            verdict = classify(status, data, headers, error)
+
+            if verdict is _OK:
+                limiter.on_success()
+                stats.accepted += 1
+                if attempt == 1 and status == 200:
+                    return _ACCEPTED_FIRST_TRY
+                return Outcome(True, None, None, attempt, status)
+            code = verdict.code or "UNKNOWN"
+            stats.count_error(code)
+            message = self._scrub(verdict.message)
+            if verdict.decision is Decision.REJECT:
+                stats.rejected += 1
+                return Outcome(False, code, message, attempt, status)
+            if verdict.decision is Decision.ABORT:
+                self._abort = (
+                    f"API refused the key (HTTP {status}): check that the API key is valid and "
+                    f"allowed to send events (API said: {message})"
+                )
+                raise ApiAbort(self._abort)
+            retry_after = verdict.retry_after
+            if retry_after is not None and retry_after > self.settings.retry_after_max:
+                retry_after = self.settings.retry_after_max
+            if status == 429:
+                stats.throttled += 1
+                limiter.on_throttle(retry_after, sent_at=sent)
+            if attempt >= self.settings.max_attempts:
+                stats.exhausted += 1
+                last = message if status is None else f"HTTP {status}: {message}"
+                return Outcome(False, ErrorCode.RETRIES_EXHAUSTED.value, last, attempt, status)
+            stats.retries += 1
+            await self._sleep(self.backoff(attempt, retry_after))
+
+    def backoff(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after failed attempt number `attempt` (1-based).
+
+        Full jitter: uniform in ``[0, min(backoff_max, backoff_base * 2**(attempt-1))]``, so
+        retries of many rows spread out instead of coming back together. A Retry-After is a
+        floor (up to `retry_after_max`): the server said when, we never come back sooner.
+        """
+        s = self.settings
+        cap = min(s.backoff_max, s.backoff_base * 2.0 ** min(attempt - 1, 60))
+        delay = self._rng.uniform(0.0, cap)
+        if retry_after is not None:
+            delay = max(delay, min(retry_after, s.retry_after_max))
+        return delay
+
+    def _scrub(self, text: str | None) -> str | None:
+        """Drop the key from API or error text (a server may echo the request headers)."""
+        if text is None:
+            return None
+        key = self.settings.key
+        return text.replace(key, "***") if key in text else text
