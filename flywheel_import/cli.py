@@ -93,6 +93,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FlywheelImportError as e:
         print(f"flywheel-import: error: {e}", file=sys.stderr)
         return e.exit_code
+    except BrokenPipeError:  # the reader of our output went away (| head): not an error
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("flywheel-import: interrupted; the rejects and report gathered so far were "
               "written", file=sys.stderr)

@@ -35,6 +35,7 @@ class Block:
     rows: npt.NDArray[np.int64]
     bad: list[BadRecord] = field(default_factory=list)
     header: list[bytes] | None = None
+    ncols: int | None = None  # known once the first record (or the header) has been seen
 
 
 class RecordSplitter:
@@ -64,7 +65,7 @@ class RecordSplitter:
         if self._first and buf:
             if len(buf) < 3 and not final:
                 self._carry = buf
-                return Block(b"", np.empty(0, dtype=np.int64), [], self.header)
+                return Block(b"", np.empty(0, dtype=np.int64), [], self.header, self.ncols)
             self._first = False
             if buf.startswith(b"\xef\xbb\xbf"):
                 buf = buf[3:]
@@ -88,7 +89,7 @@ class RecordSplitter:
             if not buf:
                 break
         out_rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
-        return Block(b"".join(pieces), out_rows, bad, self.header)
+        return Block(b"".join(pieces), out_rows, bad, self.header, self.ncols)
 
     def _take_row(self) -> int:
         n = self._next_row

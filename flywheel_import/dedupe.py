@@ -1,9 +1,10 @@
 """Event ids seen so far in a run, in 8 bytes per id, for ``DUPLICATE_EVENT_ID``.
 
 A Python set of id strings costs ~100 bytes per row: 40 MB per million rows, growing with the
-file. Instead each id is reduced to a 64-bit fingerprint (polars' hash: it only needs to be
-stable within one run) kept in a few sorted numpy arrays merged like an LSM tree behind a
-16 MiB bit filter, so most lookups are one memory access and memory is 8 bytes per kept id.
+file. Instead each id is reduced to a 64-bit fingerprint (a polars hash of the id, or of the
+event's content for derived ids: it only needs to be stable within one run) kept in a few
+sorted numpy arrays merged like an LSM tree behind a 16 MiB bit filter, so most lookups are
+one memory access and memory is 8 bytes per kept id.
 Two different ids share a fingerprint with probability about n^2 / 2^65 (under 1e-4 for 50
 million rows).
 """
@@ -12,14 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-import polars as pl
 
-_SEED = 0x5EED_F1EE
 _FILTER_BITS = 27
-
-
-def fingerprints(ids: pl.Series) -> npt.NDArray[np.uint64]:
-    return ids.hash(seed=_SEED).to_numpy().astype(np.uint64, copy=False)
 
 
 class SeenIds:

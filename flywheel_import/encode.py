@@ -104,6 +104,49 @@ class Encoder:
     def core(self) -> pl.Expr:
         return pl.concat_str([pl.lit("{"), *self.core_members()], ignore_nulls=True)
 
+    # --- the same layout, measured instead of written (a dry run needs only the size) ---
+
+    def _value_length(self, column: str, quoted: bool) -> pl.Expr:
+        col = pl.col(column)
+        if not quoted:
+            return col.str.len_bytes()
+        if self._escape.get(column, True):
+            return json_value(col).str.len_bytes()
+        return col.str.len_bytes() + 2
+
+    def _member_length(self, prefix: str, column: str, quoted: bool) -> pl.Expr:
+        size = len(prefix.encode()) + self._value_length(column, quoted)
+        return pl.when(pl.col(column).is_not_null()).then(size).otherwise(0)
+
+    def core_length(self) -> pl.Expr:
+        """``core().str.len_bytes()`` computed from the value lengths alone (tested equal)."""
+        total = (len('{"event":') + self._value_length("event", True).fill_null(0)
+                 + self._member_length(',"user_id":', "user_id", True)
+                 + self._member_length(',"anonymous_id":', "anonymous_id", True)
+                 + len(',"properties":{') + len("}}"))
+        if self._timestamp:
+            total = total + self._member_length(',"timestamp":', "timestamp", True)
+        if self._identify is None:
+            total = total + pl.when(pl.col("identify").is_null()).then(0).when(
+                pl.col("identify")).then(len(',"identify":true')).otherwise(
+                len(',"identify":false'))
+        elif self._identify:
+            total = total + len(',"identify":true')
+        if self._properties:
+            members = [self._member_length("," + key_text(m.key) + ":", m.column, m.quoted)
+                       for m in self._properties]
+            props = pl.sum_horizontal(members)
+            total = total + pl.when(props > 0).then(props - 1).otherwise(0)
+        return total.cast(pl.Int64)
+
+    def content_hash(self) -> pl.Expr:
+        """A 64-bit hash of everything the core holds (equal cores <=> equal inputs)."""
+        cols = ["event", "user_id", "anonymous_id", "identify",
+                *(m.column for m in self._properties)]
+        if self._timestamp:
+            cols.append("timestamp")
+        return pl.struct(cols).hash(seed=0x5EED)
+
     def body(self, event_id_column: str = "event_id") -> pl.Expr:
         """``{"event":{"event_id":...,<core members>}}``."""
         return pl.concat_str([pl.lit('{"event":{"event_id":'),
@@ -117,5 +160,6 @@ class Encoder:
                               pl.col("core").str.slice(1), pl.lit("}")])
 
 
-#: Bytes the body adds to the core besides the id's JSON: '{"event":{"event_id":' ',' '}'.
-BODY_OVERHEAD = len('{"event":{"event_id":,}')
+#: Bytes the body adds to the core besides the id's JSON: it wraps the core as
+#: '{"event":' + '{"event_id":' + id + ',' + core without its '{' + '}'.
+BODY_OVERHEAD = len('{"event":{"event_id":,}') - len("{")

@@ -22,7 +22,7 @@ import polars as pl
 from .config import BoolConstant, ColumnRef, Config, Constant, Template, TimestampMapping
 from .errors import ConfigError
 from .jsonexpr import json_value
-from .profile import FileProfile
+from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
 from .sources import ROW
 from .timeparse import AutoParser, format_rfc3339, to_utc
 
@@ -341,9 +341,13 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
         return pl.when(bad).then(pl.lit(f"{label}: {what} ") + json_value(shown))
 
     if spec.kind == "raw_number":
-        return col.cast(pl.String), none
+        if dtype != pl.String:
+            return col.cast(pl.String), none
+        # Profiled as numbers; the guard keeps the JSON valid should a value say otherwise.
+        return pl.when(col.str.contains(PLAIN_NUMBER)).then(col).otherwise(json_value(col)), none
     if spec.kind == "text_boolean":
-        return col.str.to_lowercase(), none
+        return pl.when(col.str.contains(PLAIN_BOOLEAN)).then(col.str.to_lowercase()).otherwise(
+            json_value(col)), none
     if spec.kind == "string":
         return (_text(col, dtype) if dtype != pl.String else col), none
     if spec.kind == "json_text":

@@ -12,7 +12,7 @@ import polars as pl
 
 from . import validation
 from .config import Config
-from .dedupe import SeenIds, fingerprints
+from .dedupe import SeenIds
 from .encode import BODY_OVERHEAD, Encoder, Member
 from .errors import ErrorCode
 from .eventid import derive_event_ids
@@ -22,6 +22,7 @@ from .sources import ROW, RawBatch
 from .validation import flag
 
 _DERIVED_ID_JSON = 38  # '"' + 36-character UUID + '"'
+_ID_SEED = 0x1D5EED
 
 
 @dataclass(slots=True)
@@ -48,20 +49,26 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
                               require_identity=cfg.validation.require_identity))
     enc = Encoder(events, timestamp=ts_mapped, identify=plan.identify_constant,
                   properties=[Member(s.key, s.slot, s.quoted) for s in plan.properties])
-    derived = plan.event_id is None
-    id_bytes = (pl.lit(_DERIVED_ID_JSON) if derived
-                else json_value(pl.col("event_id")).str.len_bytes())
+    # Rows without an id (none mapped, or the mapped cell empty) get one derived from content.
+    derived = pl.col("event_id").is_null()
+    id_bytes = pl.when(derived).then(_DERIVED_ID_JSON).otherwise(
+        json_value(pl.col("event_id")).str.len_bytes())
+    # The body's size is measured, not built: bodies are written for sendable rows only.
     events = events.with_columns(
-        validation.passes_row_checks().alias("_ok"), enc.core().alias("core")
-    ).with_columns((pl.col("core").str.len_bytes() + BODY_OVERHEAD + id_bytes
-                    ).alias("body_bytes"))
+        validation.passes_row_checks().alias("_ok"),
+        (enc.core_length() + BODY_OVERHEAD + id_bytes).alias("body_bytes"),
+        derived.alias("_derived"),
+    )
     too_big = events.get_column("body_bytes") > cfg.api.max_body_bytes
-    key = "core" if derived else "event_id"
-    candidates = events.get_column("_ok") & ~too_big & events.get_column(key).is_not_null()
+    candidates = events.get_column("_ok") & ~too_big
     dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), [False] * events.height,
                     dtype=pl.Boolean)
     if candidates.any():
-        hits = seen.check_and_add(fingerprints(events.get_column(key).filter(candidates)))
+        # A derived id is a function of the event's content: equal content, equal id.
+        keys = events.filter(candidates).select(
+            pl.when(pl.col("_derived")).then(enc.content_hash())
+            .otherwise(pl.col("event_id").hash(seed=_ID_SEED))).to_series()
+        hits = seen.check_and_add(keys.to_numpy().astype("uint64", copy=False))
         dup = _scatter(dup, candidates, pl.Series(hits))
     events = events.with_columns(dup.alias(flag(ErrorCode.DUPLICATE_EVENT_ID)),
                                  too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
@@ -82,9 +89,12 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
     sendable = events if all_good else events.filter(good)
     if not bodies:
         send = sendable.select(ROW)
-    elif derived:
-        ids = derive_event_ids(sendable.get_column("core"))
-        send = sendable.select(ROW, "core").with_columns(ids.alias("event_id")).select(
+    elif sendable.get_column("_derived").any():
+        cores = sendable.select(ROW, "event_id", "_derived", enc.core().alias("core"))
+        mask = cores.get_column("_derived")
+        ids = _scatter(cores.get_column("event_id"), mask,
+                       derive_event_ids(cores.get_column("core").filter(mask)))
+        send = cores.with_columns(ids.alias("event_id")).select(
             ROW, "event_id", enc.body_from_core().alias("body"))
     else:
         send = sendable.select(ROW, "event_id", enc.body().alias("body"))

@@ -72,27 +72,29 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
                         wants_kind: Callable[[str], bool]) -> FileProfile | None:
     """polars' own parallel scan, for plain UTF-8 files: several times faster than ours.
 
-    It is lenient where the real pass is strict (ragged rows are padded or cut), which can
-    only turn a column into text, never a text column into numbers; the row count is for the
-    progress bar. Anything it cannot read falls back to the exact reader (None).
+    Anything it cannot parse (too many fields, bad quoting, invalid UTF-8) raises, and the exact
+    reader profiles the file instead (None). What it lets through, rows with too few fields,
+    only adds values, so it can turn a column into text but never hide a text value; the
+    mapping also writes any value that is not a plain number as a JSON string, so even a
+    misjudged column can never produce invalid JSON. The row count only sizes the progress bar.
     """
     delimiter, quote = csv_dialect(src, source.csv)
     try:
         lazy = pl.scan_csv(src.path, has_header=source.csv.header, separator=delimiter,
-                           quote_char=quote, infer_schema=False, truncate_ragged_lines=True,
-                           ignore_errors=True, encoding="utf8-lossy")
+                           quote_char=quote, infer_schema=False)
         names = lazy.collect_schema().names()
         if not source.csv.header:
             names = [f"column_{i + 1}" for i in range(len(names))]
             lazy = lazy.rename(dict(zip(lazy.collect_schema().names(), names, strict=True)))
-        if len(set(names)) != len(names) or any(not n.strip() for n in names):
+        if len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
             return None  # let the exact reader name or refuse them
         cols = [c for c in names if wants_kind(c)]
         aggs: list[pl.Expr] = [pl.len().alias("__rows")]
         for c in cols:
-            aggs += [pl.col(c).count().alias(f"n{c}"),
-                     pl.col(c).str.contains(PLAIN_NUMBER).sum().alias(f"d{c}"),
-                     pl.col(c).str.contains(PLAIN_BOOLEAN).sum().alias(f"b{c}")]
+            value = pl.when(pl.col(c) != "").then(pl.col(c))  # "" is empty, as in the reader
+            aggs += [value.count().alias(f"n{c}"),
+                     value.str.contains(PLAIN_NUMBER).sum().alias(f"d{c}"),
+                     value.str.contains(PLAIN_BOOLEAN).sum().alias(f"b{c}")]
         row = lazy.select(aggs).collect(engine="streaming").row(0)
     except (pl.exceptions.PolarsError, OSError, ValueError):
         return None

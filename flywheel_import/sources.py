@@ -27,7 +27,7 @@ from .inputs import SourceFile, open_stream
 from .prefetch import prefetch
 
 ROW = "__row"
-CHUNK_BYTES = 8 << 20
+CHUNK_BYTES = 4 << 20
 
 
 @dataclass(slots=True)
@@ -109,10 +109,16 @@ def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[
     delimiter, quote = csv_dialect(src, csv)
     splitter = RecordSplitter(delimiter=delimiter, quote=quote, header=csv.header)
     names: list[str] | None = None
+    unreported = 0  # bytes read before the columns were known (a header longer than a chunk)
     # Splitting (numpy) runs a block ahead of parsing (polars): both release the GIL.
     for block, consumed in prefetch(_csv_blocks(src, csv, splitter), ahead=1):
-        if names is None and (block.header is not None or splitter.ncols is not None):
-            names = header_names(src, block.header, splitter.ncols or 0)
+        # Only what the block carries: the splitter itself may already be a block ahead.
+        if names is None and (block.header is not None or block.ncols is not None):
+            names = header_names(src, block.header, block.ncols or 0)
+        if names is None:
+            unreported += consumed
+            continue
+        consumed, unreported = consumed + unreported, 0
         frame = _parse_block(src, block.data, names or [], delimiter, quote)
         if frame.height != len(block.rows):
             raise InputError(f"{src.name}: internal record count mismatch near record "
@@ -139,10 +145,11 @@ def _parse_block(src: SourceFile, data: bytes, names: list[str], delimiter: str,
     schema = dict.fromkeys(names, pl.String)
     if not data:
         return pl.DataFrame(schema=schema)
-    # empty_string_is_null: an empty cell, quoted or not, is "no value" (omitted, never "").
-    return pl.read_csv(io.BytesIO(data), has_header=False, schema=schema,
-                       separator=delimiter, quote_char=quote, empty_string_is_null=True,
-                       raise_if_empty=False, try_parse_dates=False)
+    frame = pl.read_csv(io.BytesIO(data), has_header=False, schema=schema,
+                        separator=delimiter, quote_char=quote, empty_string_is_null=True,
+                        raise_if_empty=False, try_parse_dates=False)
+    # An empty cell, quoted ("") or not, is "no value": omitted, never sent as "".
+    return frame.with_columns(pl.when(pl.col(n) != "").then(pl.col(n)).alias(n) for n in names)
 
 
 def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_rows: int,
@@ -223,15 +230,18 @@ def _ndjson_batches(src: SourceFile, batch_rows: int,
                     schema: dict[str, pl.DataType] | None) -> Iterator[RawBatch]:
     next_row = 1
     carry = b""
+    first = True
     with open_stream(src) as stream:
         while True:
             raw = stream.read(CHUNK_BYTES)
             final = not raw
             buf = carry + raw
+            if first and (len(buf) >= 3 or final):
+                first = False
+                if buf.startswith(b"\xef\xbb\xbf"):
+                    buf = buf[3:]
             cut = len(buf) if final else buf.rfind(b"\n") + 1
             carry = buf[cut:]
-            if next_row == 1 and buf.startswith(b"\xef\xbb\xbf"):
-                buf, cut = buf[3:], cut - 3
             lines = [ln for ln in buf[:cut].split(b"\n") if ln.strip()]
             frame, bad, next_row = _parse_lines(src, lines, next_row)
             if schema is not None:

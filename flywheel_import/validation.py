@@ -68,8 +68,10 @@ def messages(max_body_bytes: int) -> dict[ErrorCode, pl.Expr]:
         ErrorCode.IDENTIFY_WITHOUT_USER_ID: pl.lit("identify is true but user_id is empty"),
         ErrorCode.INVALID_IDENTIFY: pl.lit("identify ") + _quoted("identify_raw")
         + pl.lit(" is not a boolean"),
-        ErrorCode.DUPLICATE_EVENT_ID: pl.lit("event_id ") + _quoted("event_id")
-        + pl.lit(" was already seen earlier in this run"),
+        ErrorCode.DUPLICATE_EVENT_ID: pl.when(pl.col("event_id").is_null()).then(pl.lit(
+            "an identical event (same derived event_id) was already seen earlier in this run"))
+        .otherwise(pl.lit("event_id ") + _quoted("event_id")
+                   + pl.lit(" was already seen earlier in this run")),
         ErrorCode.INVALID_PROPERTY: pl.lit("invalid property ") + pl.col("prop_errors"),
         ErrorCode.PAYLOAD_TOO_LARGE: pl.lit("request body is ")
         + pl.col("body_bytes").cast(pl.String)
