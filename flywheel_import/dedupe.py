@@ -35,10 +35,14 @@ class SeenIds:
             return np.zeros(0, dtype=np.bool_)
         # Work in sorted order: binary searches with sorted needles stay in cache, and after a
         # stable sort a value equal to its predecessor is a repeat within the batch.
-        order = np.argsort(fps, kind="stable")
+        order = np.argsort(fps)
         ranked = fps[order]
         seen = np.zeros(len(fps), dtype=np.bool_)
         seen[1:] = ranked[1:] == ranked[:-1]
+        if seen.any():  # repeats within the batch: a stable order keeps the first one first
+            order = np.argsort(fps, kind="stable")
+            ranked = fps[order]
+            seen[1:] = ranked[1:] == ranked[:-1]
         bucket = ranked >> np.uint64(64 - _FILTER_BITS)
         byte, bit = bucket >> np.uint64(3), (bucket & np.uint64(7)).astype(np.uint8)
         maybe = np.flatnonzero((self._filter[byte] >> bit) & 1)
@@ -52,7 +56,11 @@ class SeenIds:
             seen[maybe] |= hits
         fresh = ~seen
         if fresh.any():
-            np.bitwise_or.at(self._filter, byte[fresh], np.left_shift(1, bit[fresh]))
+            # Sorted values give sorted byte indices: OR the bits of each byte in one pass.
+            fb = byte[fresh]
+            bits = np.left_shift(np.uint8(1), bit[fresh])
+            starts = np.flatnonzero(np.concatenate(([True], fb[1:] != fb[:-1])))
+            self._filter[fb[starts]] |= np.bitwise_or.reduceat(bits, starts)
             self._push(ranked[fresh])
         dup = np.empty(len(fps), dtype=np.bool_)
         dup[order] = seen

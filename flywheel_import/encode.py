@@ -145,7 +145,11 @@ class Encoder:
                 *(m.column for m in self._properties)]
         if self._timestamp:
             cols.append("timestamp")
-        return pl.struct(cols).hash(seed=0x5EED)
+        # One independently seeded hash per field, xor-ed: position matters, nulls hash too.
+        out = pl.col(cols[0]).hash(seed=0x5EED)
+        for i, c in enumerate(cols[1:], start=1):
+            out = out.xor(pl.col(c).hash(seed=0x5EED + i))
+        return out
 
     def body(self, event_id_column: str = "event_id") -> pl.Expr:
         """``{"event":{"event_id":...,<core members>}}``."""

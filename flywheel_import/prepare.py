@@ -65,9 +65,9 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
                     dtype=pl.Boolean)
     if candidates.any():
         # A derived id is a function of the event's content: equal content, equal id.
-        keys = events.filter(candidates).select(
+        keys = events.select(
             pl.when(pl.col("_derived")).then(enc.content_hash())
-            .otherwise(pl.col("event_id").hash(seed=_ID_SEED))).to_series()
+            .otherwise(pl.col("event_id").hash(seed=_ID_SEED))).to_series().filter(candidates)
         hits = seen.check_and_add(keys.to_numpy().astype("uint64", copy=False))
         dup = _scatter(dup, candidates, pl.Series(hits))
     events = events.with_columns(dup.alias(flag(ErrorCode.DUPLICATE_EVENT_ID)),

@@ -65,12 +65,12 @@ class AutoParser:
         self._first = 0
 
     def parse(self, text: pl.Series) -> pl.Series:
-        frame = pl.DataFrame({"t": text.str.strip_chars()})
+        frame = pl.DataFrame({"t": text})
         out = frame.select(self._candidates[self._first].alias("t")).to_series()
-        todo = text.is_not_null() & out.is_null()
-        if not todo.any():
+        if out.null_count() == text.null_count():
             return out
-        rest = frame.filter(todo)
+        todo = text.is_not_null() & out.is_null()
+        rest = frame.filter(todo).with_columns(pl.col("t").str.strip_chars())
         best, best_n = self._first, 0
         filled = pl.Series("t", [None] * rest.height, dtype=out.dtype)
         for i, cand in enumerate(self._candidates):
