@@ -3,6 +3,7 @@
     python benchmarks/bench_run.py throughput [--events 50000] [--runs 3]
     python benchmarks/bench_run.py latency    [--events 20000]
     python benchmarks/bench_run.py rate       [--events 4000]
+    python benchmarks/bench_run.py converge   [--events 9000]
 
 * throughput: ``flywheel-import run`` (no rate limit, concurrency 64) vs a bare script (polars
   read, orjson bodies, 64 aiohttp workers, no validation, no retries), alternating, each in a
@@ -11,6 +12,8 @@
   events/s within 5%).
 * rate: ``--rate 200`` (target: mean within 3% of 200/s, the busiest 1-second window at the
   server within 5% plus the burst), from the arrival times the sandbox stored.
+* converge: a sandbox allowing 300/s, the client configured at 1,000/s: the accepted rate
+  over the last 10 s (target: near 300/s, instead of hammering) and the share of 429s.
 """
 
 from __future__ import annotations
@@ -207,17 +210,35 @@ def rate(args: argparse.Namespace, work: Path) -> None:
           f"{burst}); per calendar second: {sorted(per_second.values())[-3:]}")
 
 
+def converge(args: argparse.Namespace, work: Path) -> None:
+    csv = data_file(work, args.events)
+    cfg = config_file(work, csv)
+    with sandbox("--rate-limit", "300") as (url, db):
+        r = ours(cfg, url, 64, 1000)
+        times = arrivals(db)
+    tail = [t for t in times if t >= times[-1] - 10]
+    mean_tail = (len(tail) - 1) / (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
+    sending = r["sending"]
+    print(f"server allows 300/s, client configured at 1000/s, {args.events:,} events")
+    print(f"  accepted rate over the last 10 s at the server: {mean_tail:,.0f}/s "
+          f"(target: near 300)")
+    print(f"  429s: {sending['throttled']:,} of {sending['requests']:,} requests "
+          f"({sending['throttled'] / max(1, sending['requests']):.1%}); "
+          f"all accepted: {r['events']:,}, rejected {r['rejected']:,}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "latency", "rate"])
+    ap.add_argument("what", choices=["throughput", "latency", "rate", "converge"])
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    args.events = args.events or {"throughput": 50_000, "latency": 20_000, "rate": 4000}[
-        args.what]
+    args.events = args.events or {"throughput": 50_000, "latency": 20_000, "rate": 4000,
+                                  "converge": 9000}[args.what]
     with tempfile.TemporaryDirectory() as tmp:
-        {"throughput": throughput, "latency": latency, "rate": rate}[args.what](args, Path(tmp))
+        {"throughput": throughput, "latency": latency, "rate": rate,
+         "converge": converge}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":
