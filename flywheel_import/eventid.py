@@ -17,7 +17,6 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import pyarrow as pa
 
 U64 = npt.NDArray[np.uint64]
 
@@ -39,6 +38,8 @@ def _fmix(h: U64) -> U64:
 
 def fwh128(texts: pl.Series) -> tuple[U64, U64]:
     """The two 64-bit lanes of FWH128 for each (non-null) string of ``texts``."""
+    import pyarrow as pa  # imported on first use: a dry run never needs it
+
     n = texts.len()
     arr = texts.to_arrow()
     if isinstance(arr, pa.ChunkedArray):
@@ -107,6 +108,8 @@ def as_uuid(h1: U64, h2: U64) -> pl.Series:
     text[:, 14:18] = hexed[:, 12:16]
     text[:, 19:23] = hexed[:, 16:20]
     text[:, 24:36] = hexed[:, 20:32]
+    import pyarrow as pa
+
     offsets = np.arange(0, 36 * (n + 1), 36, dtype=np.int64)
     arr = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(text.tobytes()))
     out = pl.from_arrow(arr)

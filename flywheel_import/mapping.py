@@ -139,8 +139,12 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     )
 
 
-def map_batch(frame: pl.DataFrame, plan: Plan) -> pl.DataFrame:
-    """Raw batch -> event columns (see the module docstring)."""
+def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl.DataFrame:
+    """Raw batch -> event columns (see the module docstring).
+
+    ``text_times=False`` leaves ``timestamp`` as a UTC datetime: a dry run needs only its
+    size and identity, not its text (see :meth:`Encoder.core_length`).
+    """
     if plan.added_null_columns:
         frame = frame.with_columns(pl.lit(None, pl.String).alias(c)
                                    for c in plan.added_null_columns)
@@ -158,8 +162,8 @@ def map_batch(frame: pl.DataFrame, plan: Plan) -> pl.DataFrame:
         (plan.anonymous_id if plan.anonymous_id is not None else null).alias("anonymous_id"),
         (plan.event_id if plan.event_id is not None else null).alias("event_id"),
         (plan.ts_raw if plan.ts_raw is not None else null).alias("ts_raw"),
-        (format_rfc3339(plan.timestamp) if plan.timestamp is not None else null
-         ).alias("timestamp"),
+        (null if plan.timestamp is None else format_rfc3339(plan.timestamp) if text_times
+         else plan.timestamp).alias("timestamp"),
         plan.identify.alias("identify"),
         plan.identify_raw.alias("identify_raw"),
         *values,

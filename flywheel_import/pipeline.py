@@ -13,7 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -23,17 +23,18 @@ from tqdm import tqdm
 
 from .config import Config, load_config
 from .dedupe import SeenIds
-from .dispatch import Settling, dispatch
 from .errors import FlywheelImportError, UsageError
 from .inputs import SourceFile, expand
 from .mapping import Plan, build_plan, wants_text_kind
-from .prefetch import prefetch
-from .prepare import Prepared, prepare
+from .prefetch import ordered_map, prefetch
+from .prepare import Examined, Prepared, examine, settle
 from .profile import FileProfile, profile
 from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
-from .sender import Sender, SendSettings
-from .sources import read_batches
+from .sources import RawBatch, read_batches
+
+if TYPE_CHECKING:
+    from .sender import Sender
 
 
 @dataclass(slots=True)
@@ -85,9 +86,14 @@ def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: boo
                      ) -> Iterator[Prepared]:
     for job in jobs:
         schema = job.profile.schema if job.source.format == "ndjson" else None
-        raws = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema)
-        for raw in prefetch(raws):
-            yield prepare(raw, job.plan, cfg, seen, bodies=bodies)
+        raws = prefetch(read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema))
+        # Batches are examined two at a time (polars and numpy release the GIL) and settled
+        # in order, so "the first of two equal ids wins" still means the first in the file.
+        def work(raw: RawBatch, plan: Plan = job.plan) -> Examined:
+            return examine(raw, plan, cfg, bodies=bodies)
+
+        for examined in ordered_map(work, raws, workers=2):
+            yield settle(examined, cfg, seen, bodies=bodies)
 
 
 def record_rejects(report: Report, prep: Prepared) -> None:
@@ -196,6 +202,10 @@ async def run_import_async(
     if dry_run:
         return await anyio.to_thread.run_sync(functools.partial(
             validate, config, inputs, rejects=rejects, report=report, progress=progress))
+    # The network stack loads only when sending (a dry run stays lighter).
+    from .dispatch import Settling, dispatch
+    from .sender import Sender, SendSettings
+
     started = time.perf_counter()
     cfg = as_config(config)
     url = resolve_url(cfg, api_url, allow_insecure_http=allow_insecure_http)

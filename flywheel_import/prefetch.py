@@ -1,4 +1,4 @@
-"""Run an iterator in a background thread, a bounded number of items ahead of its consumer.
+"""Background threads for the CPU stages, each bounded a few items ahead of its consumer.
 
 Reading (numpy record splitting, polars parsing) and preparing (polars expressions, hashing)
 both release the GIL for most of their work, so on two cores they overlap. The queue bound
@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 _DONE = object()
 
@@ -59,3 +62,20 @@ class _Failure:
 
     def __init__(self, error: BaseException) -> None:
         self.error = error
+
+
+def ordered_map(fn: Callable[[T], R], items: Iterator[T], workers: int = 2) -> Iterator[R]:
+    """``map(fn, items)`` on ``workers`` threads, results in input order, at most ``workers``
+    items taken ahead (``Executor.map`` would read the whole input first)."""
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flywheel-map") as pool:
+        pending: deque[Future[R]] = deque()
+        try:
+            for item in items:
+                pending.append(pool.submit(fn, item))
+                if len(pending) >= workers:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:
+                f.cancel()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import polars as pl
 
 from . import validation
@@ -38,13 +39,20 @@ class Prepared:
     bytes_read: int = 0
 
 
-def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
-            bodies: bool = True) -> Prepared:
-    """Map, validate and encode one batch; ``bodies=False`` (a dry run) skips what only the
-    sending needs: the request texts and the derived ids (duplicates are still found, from
-    the same event content the ids are derived from)."""
+@dataclass(slots=True)
+class Examined:
+    """A batch mapped and checked row by row; only the cross-batch checks remain."""
+
+    batch: RawBatch
+    events: pl.DataFrame
+    encoder: Encoder
+    keys: pl.Series  # dedupe fingerprint per row (id hash, or content hash when derived)
+
+
+def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) -> Examined:
+    """Everything about a batch that does not depend on other batches (runs in parallel)."""
     ts_mapped = plan.timestamp is not None
-    events = map_batch(batch.frame, plan).with_columns(
+    events = map_batch(batch.frame, plan, text_times=bodies).with_columns(
         validation.row_checks(timestamp_mapped=ts_mapped,
                               require_identity=cfg.validation.require_identity))
     enc = Encoder(events, timestamp=ts_mapped, identify=plan.identify_constant,
@@ -54,24 +62,42 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
     id_bytes = pl.when(derived).then(_DERIVED_ID_JSON).otherwise(
         json_value(pl.col("event_id")).str.len_bytes())
     # The body's size is measured, not built: bodies are written for sendable rows only.
+    # A derived id is a function of the event's content: equal content, equal id.
     events = events.with_columns(
         validation.passes_row_checks().alias("_ok"),
         (enc.core_length() + BODY_OVERHEAD + id_bytes).alias("body_bytes"),
         derived.alias("_derived"),
+        pl.when(derived).then(enc.content_hash())
+        .otherwise(pl.col("event_id").hash(seed=_ID_SEED)).alias("_key"),
     )
-    too_big = events.get_column("body_bytes") > cfg.api.max_body_bytes
+    events = events.with_columns(
+        (pl.col("body_bytes") > cfg.api.max_body_bytes).alias(
+            flag(ErrorCode.PAYLOAD_TOO_LARGE)))
+    return Examined(batch, events, enc, events.get_column("_key"))
+
+
+def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
+            bodies: bool = True) -> Prepared:
+    """Map, validate and encode one batch (:func:`examine` then :func:`settle`)."""
+    return settle(examine(batch, plan, cfg, bodies=bodies), cfg, seen, bodies=bodies)
+
+
+def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
+    """The in-order part: duplicates against earlier batches, rejects, and the bodies.
+
+    ``bodies=False`` (a dry run) skips what only the sending needs: the request texts and the
+    derived ids (duplicates are still found, from the content the ids are derived from).
+    """
+    batch, events, enc = ex.batch, ex.events, ex.encoder
+    too_big = events.get_column(flag(ErrorCode.PAYLOAD_TOO_LARGE))
     candidates = events.get_column("_ok") & ~too_big
-    dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), [False] * events.height,
-                    dtype=pl.Boolean)
-    if candidates.any():
-        # A derived id is a function of the event's content: equal content, equal id.
-        keys = events.select(
-            pl.when(pl.col("_derived")).then(enc.content_hash())
-            .otherwise(pl.col("event_id").hash(seed=_ID_SEED))).to_series().filter(candidates)
-        hits = seen.check_and_add(keys.to_numpy().astype("uint64", copy=False))
-        dup = _scatter(dup, candidates, pl.Series(hits))
-    events = events.with_columns(dup.alias(flag(ErrorCode.DUPLICATE_EVENT_ID)),
-                                 too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
+    dup_np = np.zeros(events.height, dtype=np.bool_)
+    where = np.flatnonzero(candidates.to_numpy())
+    if len(where):
+        keys = ex.keys.to_numpy()[where].astype(np.uint64, copy=False)
+        dup_np[where] = seen.check_and_add(keys)
+    dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), dup_np)
+    events = events.with_columns(dup)
     good = events.get_column("_ok") & ~dup & ~too_big
     # Messages are built for the rejected rows only: usually a handful per batch.
     bad_rows = events.filter(~good).select(
@@ -86,10 +112,12 @@ def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
     if batch.bad:
         codes[ErrorCode.MALFORMED_ROW] = codes.get(ErrorCode.MALFORMED_ROW, 0) + len(batch.bad)
     all_good = bool(good.all())
+    if not bodies:  # a dry run keeps only the row numbers of what it would send
+        send = events.select(ROW).filter(good)
+        return Prepared(batch.source.name, batch.rows, send, batch.frame.clear(), rejected,
+                        codes, batch.bytes_read)
     sendable = events if all_good else events.filter(good)
-    if not bodies:
-        send = sendable.select(ROW)
-    elif sendable.get_column("_derived").any():
+    if sendable.get_column("_derived").any():
         cores = sendable.select(ROW, "event_id", "_derived", enc.core().alias("core"))
         mask = cores.get_column("_derived")
         ids = _scatter(cores.get_column("event_id"), mask,

@@ -27,6 +27,7 @@ TextKind = Literal["number", "boolean", "string"]
 #: before and after the point (so ids and card numbers are not rounded by float64).
 PLAIN_NUMBER = r"^-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?(?:[eE][+-]?[0-9]{1,3})?$"
 PLAIN_BOOLEAN = r"^(?i:true|false)$"
+_SAMPLE_ROWS = 1000
 
 
 @dataclass(slots=True)
@@ -88,19 +89,36 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
             lazy = lazy.rename(dict(zip(lazy.collect_schema().names(), names, strict=True)))
         if len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
             return None  # let the exact reader name or refuse them
-        cols = [c for c in names if wants_kind(c)]
+        # The first rows give each column its only possible kind; the scan then checks every
+        # value against that one pattern (a column with text in its first rows is text).
+        guess: dict[str, TextKind] = {}
+        wanted = [c for c in names if wants_kind(c)]
+        if wanted:
+            head = lazy.select(wanted).head(_SAMPLE_ROWS).collect()
+            for c in wanted:
+                values = head.get_column(c).drop_nulls()
+                values = values.filter(values != "")
+                if values.len() and values.str.contains(PLAIN_NUMBER).all():
+                    guess[c] = "number"
+                elif values.len() and values.str.contains(PLAIN_BOOLEAN).all():
+                    guess[c] = "boolean"
+                else:
+                    guess[c] = "string"
+        scan = [c for c, kind in guess.items() if kind != "string"]
         aggs: list[pl.Expr] = [pl.len().alias("__rows")]
-        for c in cols:
+        for c in scan:
             value = pl.when(pl.col(c) != "").then(pl.col(c))  # "" is empty, as in the reader
-            aggs += [value.count().alias(f"n{c}"),
-                     value.str.contains(PLAIN_NUMBER).sum().alias(f"d{c}"),
-                     value.str.contains(PLAIN_BOOLEAN).sum().alias(f"b{c}")]
+            pattern = PLAIN_NUMBER if guess[c] == "number" else PLAIN_BOOLEAN
+            aggs += [value.count().alias(f"n{c}"), value.str.contains(pattern).sum().alias(f"m{c}")]
         row = lazy.select(aggs).collect(engine="streaming").row(0)
     except (pl.exceptions.PolarsError, OSError, ValueError):
         return None
-    counts = {c: [int(row[1 + 3 * i + j] or 0) for j in range(3)] for i, c in enumerate(cols)}
-    return FileProfile(src, dict.fromkeys(names, pl.String()), int(row[0]),
-                       _kinds(counts), is_text=True)
+    kinds = dict(guess)
+    for i, c in enumerate(scan):
+        nonnull, matching = int(row[1 + 2 * i] or 0), int(row[2 + 2 * i] or 0)
+        if not nonnull or matching != nonnull:
+            kinds[c] = "string"
+    return FileProfile(src, dict.fromkeys(names, pl.String()), int(row[0]), kinds, is_text=True)
 
 
 def _kinds(counts: dict[str, list[int]]) -> dict[str, TextKind]:

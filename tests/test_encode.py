@@ -60,3 +60,21 @@ def test_content_hash_is_equal_exactly_for_equal_content() -> None:
     hashes = doubled.select(enc.content_hash()).to_series().to_list()
     assert hashes[0] == hashes[-1]
     assert len(set(hashes[:-1])) == EVENTS.height
+
+
+def test_measured_size_from_datetimes_equals_the_rfc3339_text() -> None:
+    from datetime import UTC, datetime
+
+    from flywheel_import.timeparse import format_rfc3339
+
+    instants = [datetime(2024, 1, 15, 10, 30, tzinfo=UTC),
+                datetime(2024, 1, 15, 10, 30, 0, 120000, tzinfo=UTC),
+                datetime(2024, 1, 15, 10, 30, 0, 123456, tzinfo=UTC),
+                datetime(1999, 12, 31, 23, 59, 59, 1000, tzinfo=UTC)]
+    frame = EVENTS.with_columns(pl.Series("timestamp", instants))
+    as_text = frame.with_columns(format_rfc3339(pl.col("timestamp")).alias("timestamp"))
+    by_time = Encoder(frame, timestamp=True, identify=None, properties=PROPS)
+    by_text = Encoder(as_text, timestamp=True, identify=None, properties=PROPS)
+    measured = frame.select(by_time.core_length()).to_series().to_list()
+    written = as_text.select(by_text.core()).to_series().str.len_bytes().to_list()
+    assert measured == written
