@@ -224,17 +224,20 @@ async def run_import_async(
     bar = tqdm(total=total, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
-    settled_rows = 0
+    done = [0]  # rows with their final outcome: rejected on reading, or answered by the API
 
     def on_read(prep: Prepared) -> None:
+        done[0] += prep.rows_read - prep.send.height
         result.rows_read += prep.rows_read
         result.valid += prep.send.height
         record_rejects(result, prep)
         if writer:
             writer.add(prep.rejected)
 
+    def on_outcome(_: object) -> None:
+        done[0] += 1
+
     def on_settled(batch: Settling) -> None:
-        nonlocal settled_rows
         result.accepted += batch.accepted
         if batch.rejected_at:
             api = batch.api_rejects()
@@ -244,12 +247,11 @@ async def run_import_async(
             _examples(result, api)
             if writer:
                 writer.add(api)
-        settled_rows += batch.prep.rows_read
 
     async def ticker() -> None:
         while True:
             await anyio.sleep(0.25)
-            _tick(bar, result, sender, settled_rows)
+            _tick(bar, result, sender, done[0])
 
     try:
         async with sender, anyio.create_task_group() as tg:
@@ -257,7 +259,7 @@ async def run_import_async(
             try:
                 await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
                                concurrency=settings.concurrency, ahead=_AHEAD,
-                               on_read=on_read, on_settled=on_settled)
+                               on_read=on_read, on_settled=on_settled, on_outcome=on_outcome)
             finally:
                 tg.cancel_scope.cancel()
         result.completed = True
@@ -268,7 +270,7 @@ async def run_import_async(
             raise err from None
         raise
     finally:
-        _tick(bar, result, sender, settled_rows)
+        _tick(bar, result, sender, done[0])
         bar.close()
         result.sending = _sending(sender, started)
         _finish(result, writer, report_path, started)
@@ -301,9 +303,9 @@ def _examples(result: Report, api: pl.DataFrame) -> None:
                                  "message": row["_error_message"]}
 
 
-def _tick(bar: tqdm[Any], result: Report, sender: Sender, settled_rows: int) -> None:
+def _tick(bar: tqdm[Any], result: Report, sender: Sender, done: int) -> None:
     stats = sender.stats
-    bar.n = settled_rows
+    bar.n = done
     bar.set_postfix(accepted=stats.accepted, rejected=result.rejected,
                     retries=stats.retries, refresh=False)
     bar.refresh()

@@ -68,6 +68,9 @@ class Report:
         }
         if not self.dry_run:
             out["accepted"] = self.accepted
+            # Rows read but neither accepted nor rejected: only after a stop (API abort,
+            # Ctrl-C); they were not sent, or their answer never came. Still to do.
+            out["unsettled"] = self.rows_read - self.accepted - self.rejected
             out["sending"] = self.sending
         if self.error:
             out["error"] = self.error
@@ -90,6 +93,9 @@ class Report:
                              f"latency p50/p99: {s.get('latency_p50_ms', 0)}/"
                              f"{s.get('latency_p99_ms', 0)} ms, "
                              f"{s.get('events_per_s', 0):,} events/s")
+        if not self.dry_run and not self.completed:
+            unsettled = self.rows_read - self.accepted - self.rejected
+            lines.append(f"  not settled (still to do): {unsettled:,}")
         lines.append(f"  rejected: {self.rejected:,}"
                      + (f" (see {self.rejects_path})" if self.rejected and self.rejects_path
                         else ""))

@@ -190,6 +190,7 @@ def test_wrong_key_aborts_with_exit_3_and_sends_nothing_more(
     assert stats["stored"] == 0
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["completed"] is False and report["accepted"] == 0
+    assert report["unsettled"] == report["rows_read"] - report["rejected"] > 0
     assert KEY not in err
 
 
@@ -266,3 +267,15 @@ def test_client_rate_limit_keeps_the_server_within_its_limit(tmp_path: Path) -> 
     assert report.accepted == 300
     assert stats["throttled_429"] == 0  # 150/s (+5 burst) never trips a 170/s bucket
     assert report.duration_s >= 1.6  # 300 events at 150/s take about 2 s
+
+
+def test_readme_shows_the_commands_these_tests_run() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "pip install -e . && flywheel-import run configs/example.yaml --sandbox" in readme
+    assert "pip install -e '.[test]' && python -m pytest" in readme
+
+
+def test_sandbox_subcommand_is_wired_into_the_main_cli(capsys: pytest.CaptureFixture[str]
+                                                       ) -> None:
+    assert main(["sandbox", "--help"]) == 0
+    assert "--rate-limit" in capsys.readouterr().out
