@@ -1,6 +1,6 @@
 """validate vs a bare polars batched read of the same CSV: time and peak memory, side by side.
 
-    python benchmarks/bench_validate.py [--rows 2000000] [--repeat 3] [--csv PATH]
+    python benchmarks/bench_validate.py [--rows 2000000] [--repeat 7] [--csv PATH]
 
 Each measurement runs in a fresh subprocess (so peak RSS is its own), alternating baseline and
 validate, and the medians are compared. Targets: validate <= 6x the baseline's time; peak RSS
@@ -60,7 +60,7 @@ def run(code: str, *args: str) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=2_000_000)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=7)
     ap.add_argument("--csv", type=Path, help="reuse this file instead of generating one")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -69,6 +69,7 @@ def main() -> None:
         if args.csv is None:
             subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(csv),
                             "--rows", str(args.rows)], check=True)
+        size = csv.stat().st_size / 1e6
         config = work / "bench.yaml"
         config.write_text(CONFIG)
         base, mine = [], []
@@ -80,7 +81,6 @@ def main() -> None:
     vt = statistics.median(r["s"] for r in mine)
     bm = statistics.median(r["rss_mb"] for r in base)
     vm = statistics.median(r["rss_mb"] for r in mine)
-    size = csv.stat().st_size / 1e6 if csv.exists() else float("nan")
     print(f"file: {mine[0]['rows']:,.0f} rows ({size:.0f} MB); validate rejected "
           f"{mine[0]['rejected']:,.0f}")
     print(f"time   baseline {bt:6.2f}s  validate {vt:6.2f}s  ratio {vt / bt:4.1f}x (target <= 6x)")

@@ -77,11 +77,8 @@ class SeenIds:
 
 
 def _merge(a: npt.NDArray[np.uint64], b: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
-    """Merge two sorted arrays in linear passes (a sort of their concatenation is slower)."""
-    out = np.empty(len(a) + len(b), dtype=np.uint64)
-    at_b = np.searchsorted(a, b) + np.arange(len(b))
-    from_a = np.ones(len(out), dtype=np.bool_)
-    from_a[at_b] = False
-    out[at_b] = b
-    out[from_a] = a
+    """Merge two sorted runs: numpy's stable sort of their concatenation finds the two runs
+    and merges them in one pass (measured faster than a searchsorted merge)."""
+    out = np.concatenate([a, b])
+    out.sort(kind="stable")
     return out
