@@ -3,7 +3,7 @@
 One event per request (the API has no batch endpoint), so per-request overhead is the
 importer's speed limit: one aiohttp session and connection pool for the whole run, headers and
 URL built once, the body of a 2xx never read. Every response and transport error goes through
-:func:`classify`, the one place that decides ok / retry / reject / abort.
+:func:`.outcomes.classify`, the one place that decides ok / retry / reject / abort.
 
 The API key is a secret: it is sent in the ``Authorization`` header and appears nowhere else,
 not in a repr, an exception, a message or the stats (API text is scrubbed of it, too).
@@ -11,25 +11,21 @@ not in a repr, an exception, a message or the stats (API text is scrubbed of it,
 
 from __future__ import annotations
 
-import email.utils
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC
-from enum import StrEnum
-from http import HTTPStatus
 from importlib import metadata
 from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
 import anyio
-import orjson
 import yarl
 
 from .errors import ApiAbort, ErrorCode, UsageError
+from .outcomes import OK, TIMEOUT, Decision, Verdict, classify, parse_retry_after
 from .ratelimit import RateLimiter
 
 __all__ = [
@@ -43,8 +39,6 @@ __all__ = [
     "parse_retry_after",
 ]
 
-_EXCERPT = 200  # characters of API text kept in a message
-_TIMEOUT = "timeout"
 
 
 def _version() -> str:
@@ -57,124 +51,6 @@ def _version() -> str:
         except metadata.PackageNotFoundError:
             return "0+unknown"
     return str(__version__)
-
-
-class Decision(StrEnum):
-    """What the caller does with a response."""
-
-    OK = "ok"
-    RETRY = "retry"
-    REJECT = "reject"
-    ABORT = "abort"
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """The decision on one attempt, with the API's code and text and any Retry-After (s)."""
-
-    decision: Decision
-    code: str | None
-    message: str | None
-    retry_after: float | None
-
-
-_OK = Verdict(Decision.OK, None, None, None)
-
-
-def classify(
-    status: int | None,
-    body: bytes | None,
-    headers: Mapping[str, str] | None,
-    error: str | None,
-) -> Verdict:
-    """Map one response (or transport error, when `status` is None) to a :class:`Verdict`.
-
-    2xx: OK. 408, 429, 5xx, timeouts and connection errors: RETRY, with Retry-After parsed.
-    401/403: ABORT, the key is refused and every further request would be too. Any other
-    status: REJECT the row, coded with the ``code`` of the API's ``{"error", "code"}`` body, or
-    ``HTTP_<status>`` when it has none. Transport errors are coded ``TIMEOUT`` (an `error`
-    starting with "timeout") or ``NETWORK_ERROR``.
-    """
-    if status is None:
-        text = _clean(error or "") or "no response"
-        code = "TIMEOUT" if text.startswith(_TIMEOUT) else "NETWORK_ERROR"
-        return Verdict(Decision.RETRY, code, text, None)
-    if 200 <= status < 300:
-        return _OK
-    api_code, api_text = _api_error(body)
-    message = api_text or _clean(_decode(body)) or _reason(status)
-    if status == 401 or status == 403:
-        return Verdict(Decision.ABORT, f"HTTP_{status}", message, None)
-    if status == 408 or status == 429 or 500 <= status < 600:
-        retry_after = parse_retry_after(_header(headers, "Retry-After"))
-        return Verdict(Decision.RETRY, f"HTTP_{status}", message, retry_after)
-    return Verdict(Decision.REJECT, api_code or f"HTTP_{status}", message, None)
-
-
-def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value: delay-seconds or an HTTP date; None if unusable.
-
-    `now` is the wall-clock time (``time.time()``) an HTTP date is measured from.
-    """
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
-
-
-def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
-    if not headers:
-        return None
-    value = headers.get(name)
-    if value is None:  # a plain dict is case-sensitive; aiohttp's headers are not
-        lower = name.lower()
-        value = next((v for k, v in headers.items() if k.lower() == lower), None)
-    return value
-
-
-def _api_error(body: bytes | None) -> tuple[str | None, str | None]:
-    """The ``code`` and ``error`` of an ErrorResponse body, each None when absent."""
-    if not body or body.lstrip()[:1] != b"{":
-        return None, None
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return None, None
-    if not isinstance(doc, dict):
-        return None, None
-    code, text = doc.get("code"), doc.get("error", doc.get("message"))
-    code = _clean(code)[:64] or None if isinstance(code, str) else None
-    text = _clean(text) or None if isinstance(text, str) else None
-    return code, text
-
-
-def _decode(body: bytes | None) -> str:
-    return body[: _EXCERPT * 4].decode("utf-8", "replace") if body else ""
-
-
-def _clean(text: str) -> str:
-    """One line of printable text, at most `_EXCERPT` characters: safe in logs and CSV."""
-    text = " ".join("".join(c if c.isprintable() else " " for c in text).split())
-    return text if len(text) <= _EXCERPT else text[: _EXCERPT - 1] + "…"
-
-
-def _reason(status: int) -> str:
-    try:
-        return HTTPStatus(status).phrase
-    except ValueError:
-        return f"HTTP {status}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,13 +292,13 @@ class Sender:
                 finally:
                     resp.release()
             except TimeoutError:
-                status, error = None, f"{_TIMEOUT} after {self.settings.timeout:g}s"
+                status, error = None, f"{TIMEOUT} after {self.settings.timeout:g}s"
             except (aiohttp.ClientError, OSError) as exc:
                 status, error = None, f"{type(exc).__name__}: {exc}"
             stats.record_latency(clock() - sent)
             verdict = classify(status, data, headers, error)
 
-            if verdict is _OK:
+            if verdict is OK:
                 limiter.on_success()
                 stats.accepted += 1
                 if attempt == 1 and status == 200:
