@@ -100,13 +100,16 @@ class Feed:
 async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: int, ahead: int,
                    on_read: Callable[[Prepared], None],
                    on_settled: Callable[[Settling], None],
-                   on_outcome: Callable[[Outcomeish], None] | None = None) -> None:
+                   on_outcome: Callable[[Outcomeish], None] | None = None,
+                   on_unsettled: Callable[[Settling], None] | None = None) -> None:
     """Send every valid row of ``batches``; call back as batches are read and settled.
 
-    An exception from ``send`` (the API refused the key) cancels everything at once: rows not
-    yet settled are neither accepted nor rejected, they are still to do.
+    An exception from ``send`` (the API refused the key) or a cancellation stops everything
+    at once; ``on_unsettled`` then sees each batch read but not settled, with the outcomes it
+    has so far (its other rows are still to do: neither accepted nor rejected).
     """
     feed = Feed()
+    unsettled: dict[int, Settling] = {}
     room = threading.Semaphore(ahead)  # batches read but not yet settled
     stop = threading.Event()
     loop_token = anyio.lowlevel.current_token()
@@ -124,7 +127,9 @@ async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: in
     def _arrive(prep: Prepared, bodies: list[bytes]) -> None:
         on_read(prep)
         settling = Settling(prep, bodies, len(bodies))
+        unsettled[id(settling)] = settling
         if settling.pending == 0:
+            del unsettled[id(settling)]
             room.release()
             on_settled(settling)
         else:
@@ -150,6 +155,7 @@ async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: in
                 on_outcome(outcome)
             batch.pending -= 1
             if batch.pending == 0:
+                del unsettled[id(batch)]
                 room.release()
                 on_settled(batch)
 
@@ -168,3 +174,6 @@ async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: in
         stop.set()
         with contextlib.suppress(ValueError):
             room.release()
+        if on_unsettled is not None:
+            for batch in unsettled.values():
+                on_unsettled(batch)

@@ -234,11 +234,12 @@ async def run_import_async(
         if writer:
             writer.add(prep.rejected)
 
-    def on_outcome(_: object) -> None:
+    def on_outcome(outcome: Any) -> None:
         done[0] += 1
+        result.accepted += outcome.accepted
 
     def on_settled(batch: Settling) -> None:
-        result.accepted += batch.accepted
+        """Write the API's rejects of a batch (also of one cut short by a stop)."""
         if batch.rejected_at:
             api = batch.api_rejects()
             result.rejected += api.height
@@ -259,7 +260,8 @@ async def run_import_async(
             try:
                 await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
                                concurrency=settings.concurrency, ahead=_AHEAD,
-                               on_read=on_read, on_settled=on_settled, on_outcome=on_outcome)
+                               on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
+                               on_unsettled=on_settled)
             finally:
                 tg.cancel_scope.cancel()
         result.completed = True

@@ -79,3 +79,33 @@ def test_every_row_settles_once_and_api_rejects_keep_their_rows() -> None:
     assert rejects.get_column("_row").to_list() == [7, 23]
     assert rejects.get_column("name").to_list() == ["n7", "n23"]
     assert set(rejects.get_column("_error_code")) == {"VALIDATION_ERROR"}
+
+
+def test_a_stop_hands_back_each_batch_cut_short_with_its_outcomes_so_far() -> None:
+    cut_short: list[Settling] = []
+    sent = 0
+
+    class Refused(Exception):
+        pass
+
+    async def send(body: bytes) -> Answer:
+        nonlocal sent
+        sent += 1
+        await asyncio.sleep(0)
+        if sent == 15:
+            raise Refused
+        return Answer(sent % 5 != 0, "VALIDATION_ERROR", "no")
+
+    async def main() -> None:
+        await dispatch(iter([batch(i, rows=20) for i in range(3)]), send, concurrency=1,
+                       ahead=2, on_read=lambda p: None, on_settled=lambda s: None,
+                       on_unsettled=cut_short.append)
+
+    try:
+        asyncio.run(main())
+    except BaseException as e:  # the task group wraps it
+        assert any(isinstance(x, Refused) for x in getattr(e, "exceptions", [e]))
+    assert cut_short, "the batch in flight is handed back"
+    first = cut_short[0]
+    assert first.accepted + len(first.rejected_at) == 14  # the 15th never got an outcome
+    assert first.api_rejects().get_column("_row").to_list() == [5, 10]
