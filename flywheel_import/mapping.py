@@ -64,6 +64,8 @@ class Plan:
     property_exprs: tuple[tuple[pl.Expr, pl.Expr], ...]
     added_null_columns: tuple[str, ...] = ()
     ts_auto: AutoParser | None = None
+    # (slot, column, pattern): text written raw into the JSON (profiled numbers, booleans)
+    guards: tuple[tuple[str, str, str], ...] = ()
     identify_constant: bool | None = False  # None: read from a column
 
 
@@ -133,6 +135,9 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
         property_exprs=tuple(_property_value(s, schema[s.column], tz) for s in specs),
         added_null_columns=tuple(added),
         ts_auto=ts_auto,
+        guards=tuple((s.slot, s.column, PLAIN_NUMBER if s.kind == "raw_number" else PLAIN_BOOLEAN)
+                     for s in specs if s.kind in ("raw_number", "text_boolean")
+                     and schema[s.column] == pl.String),
         identify_constant=(m.identify if isinstance(m.identify, bool) else
                            bool(m.identify.value) if isinstance(m.identify, BoolConstant)
                            else None),
@@ -152,8 +157,19 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
         raw = frame.select(plan.ts_raw).to_series()
         frame = frame.with_columns(plan.ts_auto.parse(raw).alias(_TS))
     null = pl.lit(None, pl.String)
-    values = [value.alias(s.slot)
-              for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)]
+    values = {s.slot: value.alias(s.slot)
+              for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)}
+    if plan.guards:
+        # Profiled text columns are written raw; should a value not fit the profile (it cannot
+        # when preflight read the same records), that batch writes it as a JSON string instead
+        # of producing invalid JSON. One check per batch, not a second expression per row.
+        fits = frame.select((pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
+                            for s, c, p in plan.guards).row(0, named=True)
+        for slot, column, pattern in plan.guards:
+            if not fits[slot]:
+                col = pl.col(column)
+                values[slot] = pl.when(col.str.contains(pattern)).then(
+                    values[slot]).otherwise(json_value(col)).alias(slot)
     problems = [bad for _, bad in plan.property_exprs]
     return frame.select(
         pl.col(ROW),
@@ -166,7 +182,7 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
          else plan.timestamp).alias("timestamp"),
         plan.identify.alias("identify"),
         plan.identify_raw.alias("identify_raw"),
-        *values,
+        *values.values(),
         (pl.concat_str(problems, separator="; ", ignore_nulls=True) if problems else null
          ).alias("prop_errors"),
     ).with_columns(pl.when(pl.col("prop_errors") != "").then(pl.col("prop_errors"))
@@ -345,13 +361,10 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
         return pl.when(bad).then(pl.lit(f"{label}: {what} ") + json_value(shown))
 
     if spec.kind == "raw_number":
-        if dtype != pl.String:
-            return col.cast(pl.String), none
-        # Profiled as numbers; the guard keeps the JSON valid should a value say otherwise.
-        return pl.when(col.str.contains(PLAIN_NUMBER)).then(col).otherwise(json_value(col)), none
+        # Text columns are checked per batch by the plan's guards (see map_batch).
+        return col if dtype == pl.String else col.cast(pl.String), none
     if spec.kind == "text_boolean":
-        return pl.when(col.str.contains(PLAIN_BOOLEAN)).then(col.str.to_lowercase()).otherwise(
-            json_value(col)), none
+        return col.str.to_lowercase(), none
     if spec.kind == "string":
         return (_text(col, dtype) if dtype != pl.String else col), none
     if spec.kind == "json_text":

@@ -76,12 +76,6 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) ->
     return Examined(batch, events, enc, events.get_column("_key"))
 
 
-def prepare(batch: RawBatch, plan: Plan, cfg: Config, seen: SeenIds, *,
-            bodies: bool = True) -> Prepared:
-    """Map, validate and encode one batch (:func:`examine` then :func:`settle`)."""
-    return settle(examine(batch, plan, cfg, bodies=bodies), cfg, seen, bodies=bodies)
-
-
 def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
     """The in-order part: duplicates against earlier batches, rejects, and the bodies.
 

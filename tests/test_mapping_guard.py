@@ -1,0 +1,30 @@
+"""A column profiled as numbers or booleans is written raw into the JSON; should a value in a
+batch not fit, that value is written as a JSON string: the body stays valid JSON."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from flywheel_import.config import parse_config
+from flywheel_import.inputs import SourceFile
+from flywheel_import.mapping import build_plan, map_batch
+from flywheel_import.profile import FileProfile
+
+
+def test_values_that_do_not_fit_their_profile_are_written_as_strings() -> None:
+    cfg = parse_config("mapping: {event: e, user_id: u}")
+    profile = FileProfile(SourceFile(Path("x.csv"), "csv", "none"),
+                          {"e": pl.String(), "u": pl.String(), "n": pl.String(),
+                           "b": pl.String()},
+                          rows=3, text_kinds={"n": "number", "b": "boolean"}, is_text=True)
+    plan = build_plan(cfg, profile)
+    frame = pl.DataFrame({"__row": [1, 2, 3], "e": ["a", "a", "a"], "u": ["1", "2", "3"],
+                          "n": ["1.5", "n/a", None], "b": ["TRUE", "false", "maybe"]})
+    out = map_batch(frame, plan)
+    slots = {s.column: s.slot for s in plan.properties}
+    assert out.get_column(slots["n"]).to_list() == ["1.5", '"n/a"', None]
+    assert out.get_column(slots["b"]).to_list() == ["true", "false", '"maybe"']
+    clean = map_batch(frame.head(1), plan)
+    assert clean.get_column(slots["n"]).to_list() == ["1.5"]
