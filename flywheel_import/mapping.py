@@ -20,7 +20,7 @@ from typing import Literal
 import polars as pl
 
 from .config import BoolConstant, ColumnRef, Config, Constant, Template, TimestampMapping
-from .errors import ConfigError
+from .errors import ConfigError, InputError
 from .jsonexpr import json_value
 from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
 from .sources import ROW
@@ -98,6 +98,8 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     """Resolve the mapping against one file; a missing column is a :class:`ConfigError`."""
     schema = dict(prof.schema)
     where = f"{cfg.origin}: "
+    if not schema:
+        raise InputError(f"{prof.source.name}: the file is empty (no header, no columns)")
     needed = _needed(cfg)
     missing = [(key, col) for key, col in needed if col not in schema]
     added: list[str] = []

@@ -60,7 +60,23 @@ def output_paths(cfg: Config, rejects: str | Path | None, report: str | Path | N
                                           if cfg.output.rejects else None)
     rep = Path(report) if report else (cfg.resolve(cfg.output.report)
                                         if cfg.output.report else None)
+    for path in (rej, rep):
+        if path is not None:
+            _check_writable(path)
     return rej, rep
+
+
+def _check_writable(path: Path) -> None:
+    """Fail before reading anything if an output cannot be written where it was asked for."""
+    if path.is_dir():
+        raise UsageError(f"{path}: is a folder; give a file name for this output")
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot create its folder: {e.strerror or e}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(f"{path}: its folder is not writable")
 
 
 def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None) -> list[SourceFile]:

@@ -204,3 +204,26 @@ def test_sample_parquet_and_csv_give_the_same_events() -> None:
     common = from_csv.keys() & from_pq.keys()
     assert len(common) >= 1190
     assert [eid for eid in sorted(common) if from_csv[eid] != from_pq[eid]] == []
+
+
+def test_unwritable_outputs_fail_before_reading_with_exit_2(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "ok.csv"
+    data.write_text("event,user\na,1\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mapping: {event: event, user_id: user}\n")
+    for flag, target in (("--report", str(tmp_path)), ("--rejects", "/proc/nope/r.csv")):
+        code = main(["validate", str(cfg), str(data), flag, target, "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.startswith("flywheel-import: error:") and target in err
+
+
+def test_an_empty_input_file_is_named_in_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "empty.csv"
+    data.write_bytes(b"")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("mapping: {event: event}\noutput: {rejects: null}\n")
+    assert main(["validate", str(cfg), str(data), "--no-progress"]) == 2
+    assert "empty.csv: the file is empty" in capsys.readouterr().err
