@@ -69,12 +69,15 @@ def is_supported(path: Path) -> bool:
 
 
 def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
-           forced: str = "auto") -> list[SourceFile]:
+           forced: str = "auto", skip: Iterable[Path] = ()) -> list[SourceFile]:
     """Expand files, globs and directories (recursively) into source files, in sorted order.
 
     A pattern that matches nothing is an error: a silently empty import is worse than none.
-    Hidden files and our own rejects/report outputs in a directory are skipped.
+    Hidden files, and the run's own outputs (``skip``: a rejects file written into the input
+    folder must not be read back by the next run), are left out of globs and directories;
+    a file named explicitly is always read (feeding a rejects file back is a use case).
     """
+    skipped = {p.resolve() for p in skip}
     out: list[SourceFile] = []
     seen: set[Path] = set()
     for pattern in patterns:
@@ -82,12 +85,13 @@ def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
         p = raw if raw.is_absolute() or base is None else base / raw
         if any(ch in str(pattern) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
-            files = [m for m in matches if m.is_file()]
+            files = [m for m in matches if m.is_file() and m.resolve() not in skipped]
             if not files:
                 raise InputError(f"{pattern}: no files match this pattern")
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and is_supported(f)
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
+                           and f.resolve() not in skipped)
             if not files:
                 raise InputError(f"{p}: directory holds no .csv/.tsv/.parquet/.ndjson files")
         elif p.is_file():

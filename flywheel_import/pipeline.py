@@ -79,10 +79,12 @@ def _check_writable(path: Path) -> None:
         raise UsageError(f"{path}: its folder is not writable")
 
 
-def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None) -> list[SourceFile]:
+def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None,
+                outputs: Sequence[Path | None] = ()) -> list[SourceFile]:
+    skip = [p for p in outputs if p is not None]
     if inputs:
-        return expand(inputs, forced=cfg.source.format)
-    return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format)
+        return expand(inputs, forced=cfg.source.format, skip=skip)
+    return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format, skip=skip)
 
 
 def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[Job]:
@@ -133,7 +135,7 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
     started = time.perf_counter()
     cfg = as_config(config)
     rejects_path, report_path = output_paths(cfg, rejects, report)
-    files = find_inputs(cfg, inputs)
+    files = find_inputs(cfg, inputs, (rejects_path, report_path))
     jobs = preflight(cfg, files, progress=progress)
     result = Report(dry_run=True, files=len(files))
     writer = RejectsWriter(rejects_path) if rejects_path else None
@@ -231,7 +233,7 @@ async def run_import_async(
         max_attempts=cfg.api.max_attempts,
         rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst)
     rejects_path, report_path = output_paths(cfg, rejects, report)
-    files = find_inputs(cfg, inputs)
+    files = find_inputs(cfg, inputs, (rejects_path, report_path))
     jobs = await anyio.to_thread.run_sync(functools.partial(
         preflight, cfg, files, progress=progress))
     result = Report(dry_run=False, files=len(files))

@@ -256,3 +256,19 @@ def test_input_argument_is_relative_to_working_directory(tmp_path: Path,
     report = validate(config, ["in/x.csv"], rejects=tmp_path / "r.csv")
     assert report.valid == 2
     assert report.rejected == 0
+
+
+def test_a_rejects_file_written_into_the_input_folder_is_not_read_back(tmp_path: Path) -> None:
+    from flywheel_import import validate
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    (folder / "day1.csv").write_text("event,user\nok,1\nbad name,2\n")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("source: {path: exports}\nmapping: {event: event, user_id: user}\n"
+                   "output: {rejects: exports/rejects.csv}\n")
+    first = validate(cfg)
+    second = validate(cfg)
+    assert (first.rows_read, first.rejected) == (2, 1)
+    assert (second.rows_read, second.rejected) == (2, 1)
+    assert (folder / "rejects.csv").exists()
