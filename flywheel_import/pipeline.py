@@ -114,64 +114,78 @@ def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: boo
             yield settle(examined, cfg, seen, bodies=bodies)
 
 
-def record_rejects(report: Report, prep: Prepared) -> None:
-    """Count a batch's rejects per code, keeping the first example of each code."""
-    report.rejected += prep.rejected.height
-    for code, n in prep.codes.items():
-        example = None
-        if code not in report.by_code:
-            hit = prep.rejected.filter(pl.col("_error_code").str.contains(code, literal=True))
-            if hit.height:
-                row = hit.row(0, named=True)
-                example = {"source": row["_source"], "row": row["_row"],
-                           "message": row["_error_message"]}
-        report.count(code, n, example)
+@dataclass(slots=True)
+class Session:
+    """What validate and run share: the resolved outputs, the planned files, the tallies."""
+
+    cfg: Config
+    jobs: list[Job]
+    result: Report
+    writer: RejectsWriter | None
+    report_path: Path | None
+    started: float
+
+    @property
+    def total_rows(self) -> int:
+        return sum(j.profile.rows for j in self.jobs)
+
+    def take(self, prep: Prepared) -> None:
+        """Count a prepared batch and write its rejects."""
+        self.result.rows_read += prep.rows_read
+        self.result.valid += prep.send.height
+        self.reject(prep.rejected)
+
+    def reject(self, rows: pl.DataFrame) -> None:
+        self.result.record(rows)
+        if self.writer is not None:
+            self.writer.add(rows)
+
+    def finish(self) -> None:
+        """Write what was gathered, also after a failure: nothing read is lost."""
+        self.result.duration_s = time.perf_counter() - self.started
+        if self.writer is not None:
+            self.result.rejects_path = str(self.writer.close())
+        if self.report_path is not None:
+            write_json_atomic(self.report_path, self.result.to_dict())
+
+
+def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
+                 rejects: str | Path | None, report: str | Path | None, *, progress: bool,
+                 dry_run: bool, started: float) -> Session:
+    """Outputs checked, inputs found, every file profiled and planned: nothing read yet is
+    lost and nothing is sent or written before this returns."""
+    rejects_path, report_path = output_paths(cfg, rejects, report)
+    files = find_inputs(cfg, inputs, (rejects_path, report_path))
+    jobs = preflight(cfg, files, progress=progress)
+    return Session(cfg, jobs, Report(dry_run=dry_run, files=len(files)),
+                   RejectsWriter(rejects_path) if rejects_path else None, report_path, started)
 
 
 def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
              rejects: str | Path | None = None, report: str | Path | None = None,
              progress: bool = False) -> Report:
     """Dry run: read, map and validate every row; write rejects and report; send nothing."""
-    started = time.perf_counter()
     cfg = as_config(config)
-    rejects_path, report_path = output_paths(cfg, rejects, report)
-    files = find_inputs(cfg, inputs, (rejects_path, report_path))
-    jobs = preflight(cfg, files, progress=progress)
-    result = Report(dry_run=True, files=len(files))
-    writer = RejectsWriter(rejects_path) if rejects_path else None
-    total = sum(j.profile.rows for j in jobs)
+    run = open_session(cfg, inputs, rejects, report, progress=progress, dry_run=True,
+                       started=time.perf_counter())
     try:
-        with tqdm(total=total, unit="rows", desc="validate", file=sys.stderr,
+        with tqdm(total=run.total_rows, unit="rows", desc="validate", file=sys.stderr,
                   disable=not progress, smoothing=0.1) as bar:
-            for prep in prepared_batches(cfg, jobs, SeenIds(), bodies=False):
-                result.rows_read += prep.rows_read
-                result.valid += prep.send.height
-                record_rejects(result, prep)
-                if writer:
-                    writer.add(prep.rejected)
+            for prep in prepared_batches(cfg, run.jobs, SeenIds(), bodies=False):
+                run.take(prep)
                 bar.update(prep.rows_read)
-        result.completed = True
+        run.result.completed = True
     except FlywheelImportError as e:
-        result.error = str(e)
+        run.result.error = str(e)
         raise
     finally:
-        _finish(result, writer, report_path, started)
-    return result
-
-
-def _finish(result: Report, writer: RejectsWriter | None, report_path: Path | None,
-            started: float) -> None:
-    """Write what was gathered, also after a failure: nothing read is lost."""
-    result.duration_s = time.perf_counter() - started
-    if writer is not None:
-        result.rejects_path = str(writer.close())
-    if report_path is not None:
-        write_json_atomic(report_path, result.to_dict())
+        run.finish()
+    return run.result
 
 
 # --- sending ---------------------------------------------------------------------------------
 
-_LOOPBACK = {"localhost", "::1", "[::1]"}
+_LOOPBACK = {"localhost", "::1"}
 
 
 def resolve_url(cfg: Config, api_url: str | None, *, allow_insecure_http: bool) -> str:
@@ -232,25 +246,18 @@ async def run_import_async(
         concurrency=concurrency or cfg.api.concurrency, timeout=cfg.api.timeout,
         max_attempts=cfg.api.max_attempts,
         rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst)
-    rejects_path, report_path = output_paths(cfg, rejects, report)
-    files = find_inputs(cfg, inputs, (rejects_path, report_path))
-    jobs = await anyio.to_thread.run_sync(functools.partial(
-        preflight, cfg, files, progress=progress))
-    result = Report(dry_run=False, files=len(files))
-    writer = RejectsWriter(rejects_path) if rejects_path else None
-    total = sum(j.profile.rows for j in jobs)
-    bar = tqdm(total=total, unit="rows", desc="import", file=sys.stderr,
+    run = await anyio.to_thread.run_sync(functools.partial(
+        open_session, cfg, inputs, rejects, report, progress=progress, dry_run=False,
+        started=started))
+    result = run.result
+    bar = tqdm(total=run.total_rows, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
     done = [0]  # rows with their final outcome: rejected on reading, or answered by the API
 
     def on_read(prep: Prepared) -> None:
         done[0] += prep.rows_read - prep.send.height
-        result.rows_read += prep.rows_read
-        result.valid += prep.send.height
-        record_rejects(result, prep)
-        if writer:
-            writer.add(prep.rejected)
+        run.take(prep)
 
     def on_outcome(outcome: Any) -> None:
         done[0] += 1
@@ -259,13 +266,7 @@ async def run_import_async(
     def on_settled(batch: Settling) -> None:
         """Write the API's rejects of a batch (also of one cut short by a stop)."""
         if batch.rejected_at:
-            api = batch.api_rejects()
-            result.rejected += api.height
-            for code in batch.codes:
-                result.count(code, 1, None)
-            _examples(result, api)
-            if writer:
-                writer.add(api)
+            run.reject(batch.api_rejects())
 
     async def ticker() -> None:
         while True:
@@ -276,7 +277,7 @@ async def run_import_async(
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, jobs, SeenIds()), sender.send,
+                await dispatch(prepared_batches(cfg, run.jobs, SeenIds()), sender.send,
                                concurrency=settings.concurrency, ahead=_AHEAD,
                                on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
                                on_unsettled=on_settled)
@@ -293,7 +294,7 @@ async def run_import_async(
         _tick(bar, result, sender, done[0])
         bar.close()
         result.sending = _sending(sender, started)
-        _finish(result, writer, report_path, started)
+        run.finish()
     return result
 
 
@@ -312,15 +313,6 @@ def _first_error(e: BaseException) -> BaseException | None:
     if isinstance(e, anyio.get_cancelled_exc_class()):
         return None
     return e
-
-
-def _examples(result: Report, api: pl.DataFrame) -> None:
-    for row in api.iter_rows(named=True):
-        for code in str(row["_error_code"]).split(";"):
-            entry = result.by_code.get(code)
-            if entry is not None and entry.example is None:
-                entry.example = {"source": row["_source"], "row": row["_row"],
-                                 "message": row["_error_message"]}
 
 
 def _tick(bar: tqdm[Any], result: Report, sender: Sender, done: int) -> None:

@@ -6,7 +6,7 @@ The CPU stage of the pipeline, all vectorized polars/numpy work. Its only state 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import polars as pl
@@ -35,8 +35,6 @@ class Prepared:
     send: pl.DataFrame  # __row, event_id, body
     raw: pl.DataFrame  # the raw rows of ``send``, row for row (for rejects the API causes)
     rejected: pl.DataFrame  # raw columns as text + _source, _row, _error_code, _error_message
-    codes: dict[str, int] = field(default_factory=dict)
-    bytes_read: int = 0
 
 
 @dataclass(slots=True)
@@ -99,17 +97,10 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
     rejected = reject_rows(batch.frame.filter(~good), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
-    codes: dict[str, int] = {}
-    for combo, n in bad_rows.group_by("_error_code").len().iter_rows():
-        for code in combo.split(";"):
-            codes[code] = codes.get(code, 0) + n
-    if batch.bad:
-        codes[ErrorCode.MALFORMED_ROW] = codes.get(ErrorCode.MALFORMED_ROW, 0) + len(batch.bad)
     all_good = bool(good.all())
     if not bodies:  # a dry run keeps only the row numbers of what it would send
         send = events.select(ROW).filter(good)
-        return Prepared(batch.source.name, batch.rows, send, batch.frame.clear(), rejected,
-                        codes, batch.bytes_read)
+        return Prepared(batch.source.name, batch.rows, send, batch.frame.clear(), rejected)
     sendable = events if all_good else events.filter(good)
     if sendable.get_column("_derived").any():
         cores = sendable.select(ROW, "event_id", "_derived", enc.core().alias("core"))
@@ -121,7 +112,7 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
     else:
         send = sendable.select(ROW, "event_id", enc.body().alias("body"))
     raw = batch.frame if all_good else batch.frame.filter(good)
-    return Prepared(batch.source.name, batch.rows, send, raw, rejected, codes, batch.bytes_read)
+    return Prepared(batch.source.name, batch.rows, send, raw, rejected)
 
 
 def _scatter(base: pl.Series, mask: pl.Series, values: pl.Series) -> pl.Series:

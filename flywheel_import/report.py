@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 
 @dataclass(slots=True)
 class CodeCount:
@@ -36,11 +38,25 @@ class Report:
     error: str | None = None
     sending: dict[str, Any] = field(default_factory=dict)
 
-    def count(self, code: str, n: int, example: dict[str, Any] | None = None) -> None:
-        entry = self.by_code.setdefault(code, CodeCount())
-        entry.count += n
-        if entry.example is None and example is not None:
-            entry.example = example
+    def record(self, rejected: pl.DataFrame) -> None:
+        """Count rejected rows (rejects-file layout) per code, keeping one example of each.
+
+        A row with several codes counts under each; validation and API rejects alike.
+        """
+        if not rejected.height:
+            return
+        self.rejected += rejected.height
+        per_code = (rejected.select("_error_code", "_source", "_row", "_error_message")
+                    .with_columns(pl.col("_error_code").str.split(";"))
+                    .explode("_error_code")
+                    .group_by("_error_code", maintain_order=True)
+                    .agg(pl.len(), pl.first("_source"), pl.first("_row"),
+                         pl.first("_error_message")))
+        for code, n, source, row, message in per_code.iter_rows():
+            entry = self.by_code.setdefault(code, CodeCount())
+            entry.count += n
+            if entry.example is None:
+                entry.example = {"source": source, "row": row, "message": message}
 
     @property
     def rows_per_s(self) -> float:

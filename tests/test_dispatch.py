@@ -26,7 +26,7 @@ def batch(index: int, rows: int = 10) -> Prepared:
     raw = pl.DataFrame({"__row": numbers, "name": [f"n{i}" for i in numbers]})
     send = pl.DataFrame({"__row": numbers, "event_id": [f"e{i}" for i in numbers],
                          "body": [f'{{"event":{{"event_id":"e{i}"}}}}' for i in numbers]})
-    return Prepared("f.csv", rows, send, raw, pl.DataFrame(), {})
+    return Prepared("f.csv", rows, send, raw, pl.DataFrame())
 
 
 def test_a_slow_api_stops_the_reader_a_few_batches_ahead() -> None:
