@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "bench-key"
@@ -134,7 +135,7 @@ def config_file(folder: Path, csv: Path) -> Path:
     return cfg
 
 
-def ours(cfg: Path, url: str, concurrency: int, rate: float) -> dict[str, float]:
+def ours(cfg: Path, url: str, concurrency: int, rate: float) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-c", OURS, str(cfg), url, str(concurrency),
                           str(rate), str(ROOT), KEY], check=True, capture_output=True,
                          text=True, env={**os.environ, "BENCH_KEY": KEY})
@@ -165,6 +166,15 @@ def windows(times: list[float]) -> tuple[float, int]:
     return (len(times) - 1) / span if span > 0 else 0.0, best
 
 
+def import_into_sandbox(args: argparse.Namespace, work: Path, flags: tuple[str, ...],
+                        concurrency: int, rate: float) -> tuple[dict[str, Any], list[float]]:
+    """One import of a fresh data file into a fresh sandbox: (the run's figures, arrivals)."""
+    cfg = config_file(work, data_file(work, args.events))
+    with sandbox(*flags) as (url, db):
+        result = ours(cfg, url, concurrency, rate)
+        return result, arrivals(db)
+
+
 def throughput(args: argparse.Namespace, work: Path) -> None:
     csv = data_file(work, args.events)
     cfg = config_file(work, csv)
@@ -183,11 +193,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
 
 
 def latency(args: argparse.Namespace, work: Path) -> None:
-    csv = data_file(work, args.events)
-    cfg = config_file(work, csv)
-    with sandbox("--latency-ms", "50") as (url, db):
-        r = ours(cfg, url, 200, 2000)
-        times = arrivals(db)
+    r, times = import_into_sandbox(args, work, ("--latency-ms", "50"), 200, 2000)
     mean, peak = windows(times)
     print(f"latency 50 ms, --rate 2000 --concurrency 200, {args.events:,} events")
     print(f"  server-side mean {mean:,.0f}/s (target 2,000 within 5%), busiest second {peak:,}")
@@ -196,11 +202,7 @@ def latency(args: argparse.Namespace, work: Path) -> None:
 
 
 def rate(args: argparse.Namespace, work: Path) -> None:
-    csv = data_file(work, args.events)
-    cfg = config_file(work, csv)
-    with sandbox() as (url, db):
-        ours(cfg, url, 32, 200)
-        times = arrivals(db)
+    _, times = import_into_sandbox(args, work, (), 32, 200)
     mean, peak = windows(times)
     burst = max(1, round(200 / 20))
     per_second = Counter(int(t - times[0]) for t in times)
@@ -211,11 +213,7 @@ def rate(args: argparse.Namespace, work: Path) -> None:
 
 
 def converge(args: argparse.Namespace, work: Path) -> None:
-    csv = data_file(work, args.events)
-    cfg = config_file(work, csv)
-    with sandbox("--rate-limit", "300") as (url, db):
-        r = ours(cfg, url, 64, 1000)
-        times = arrivals(db)
+    r, times = import_into_sandbox(args, work, ("--rate-limit", "300"), 64, 1000)
     tail = [t for t in times if t >= times[-1] - 10]
     mean_tail = (len(tail) - 1) / (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
     sending = r["sending"]
