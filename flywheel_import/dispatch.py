@@ -52,7 +52,11 @@ class Settling:
     rejected_at: list[int] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
-    accepted: int = 0
+
+    @property
+    def accepted(self) -> int:
+        """Rows of the batch the API has accepted so far."""
+        return len(self.bodies) - self.pending - len(self.rejected_at)
 
     def api_rejects(self) -> pl.DataFrame:
         """The rows the API refused, with their original columns (for the rejects file)."""
@@ -145,9 +149,7 @@ async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: in
                 continue
             batch, i = item
             outcome = await send(batch.bodies[i])
-            if outcome.accepted:
-                batch.accepted += 1
-            else:
+            if not outcome.accepted:
                 batch.rejected_at.append(i)
                 batch.codes.append(outcome.code or "UNKNOWN")
                 batch.messages.append(outcome.message or "")

@@ -71,19 +71,7 @@ class Plan:
 
 def mapped_columns(cfg: Config) -> set[str]:
     """Columns consumed by the event fields (so not sent again as properties)."""
-    m = cfg.mapping
-    cols: set[str] = set()
-    for f in (m.event, m.user_id, m.anonymous_id, m.event_id, m.identify):
-        if isinstance(f, str):
-            cols.add(f)
-        elif isinstance(f, ColumnRef):
-            cols.add(f.column)
-        elif isinstance(f, Template):
-            cols.update(f.columns())
-    ts = m.timestamp_spec()
-    if ts is not None and ts.column:
-        cols.add(ts.column)
-    return cols
+    return {col for key, col in _needed(cfg) if not key.startswith("mapping.properties")}
 
 
 def property_columns(cfg: Config, columns: list[str]) -> list[str]:
