@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from . import validation
 from .config import Config
-from .dedupe import SeenIds
+from .dedupe import SeenIds, SortedKeys, sort_keys
 from .encode import BODY_OVERHEAD, Encoder, Member
 from .errors import ErrorCode
 from .eventid import derive_event_ids
@@ -39,12 +40,18 @@ class Prepared:
 
 @dataclass(slots=True)
 class Examined:
-    """A batch mapped and checked row by row; only the cross-batch checks remain."""
+    """A batch checked row by row and assembled as if no earlier batch shared its ids.
+
+    Only the duplicate check against earlier batches remains (:func:`settle`); it usually
+    finds nothing, and then ``prepared`` is the answer as it stands.
+    """
 
     batch: RawBatch
     events: pl.DataFrame
     encoder: Encoder
-    keys: pl.Series  # dedupe fingerprint per row (id hash, or content hash when derived)
+    candidates: npt.NDArray[np.intp]  # rows that pass every other check
+    keys: SortedKeys  # their dedupe fingerprints (id hash, or content hash when derived)
+    prepared: Prepared
 
 
 def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) -> Examined:
@@ -68,29 +75,37 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) ->
         pl.when(derived).then(enc.content_hash())
         .otherwise(pl.col("event_id").hash(seed=_ID_SEED)).alias("_key"),
     )
-    events = events.with_columns(
-        (pl.col("body_bytes") > cfg.api.max_body_bytes).alias(
-            flag(ErrorCode.PAYLOAD_TOO_LARGE)))
-    return Examined(batch, events, enc, events.get_column("_key"))
+    too_big = pl.col("body_bytes") > cfg.api.max_body_bytes
+    events = events.with_columns(too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
+    candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
+    keys = events.get_column("_key").to_numpy()[candidates].astype(np.uint64, copy=False)
+    no_dups = np.zeros(events.height, dtype=np.bool_)
+    return Examined(batch, events, enc, candidates, sort_keys(keys),
+                    assemble(batch, events, enc, no_dups, cfg, bodies=bodies))
 
 
 def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
-    """The in-order part: duplicates against earlier batches, rejects, and the bodies.
+    """The in-order part: duplicates against earlier batches (and the batch rebuilt, in the
+    rare case it has some)."""
+    hits = seen.add_sorted(ex.keys)
+    if not hits.any():
+        return ex.prepared
+    dup = np.zeros(ex.events.height, dtype=np.bool_)
+    dup[ex.candidates] = hits
+    return assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+
+
+def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
+             dup_np: npt.NDArray[np.bool_], cfg: Config, *, bodies: bool) -> Prepared:
+    """Rejects and bodies of a batch, given which rows are duplicates of earlier ones.
 
     ``bodies=False`` (a dry run) skips what only the sending needs: the request texts and the
     derived ids (duplicates are still found, from the content the ids are derived from).
     """
-    batch, events, enc = ex.batch, ex.events, ex.encoder
-    too_big = events.get_column(flag(ErrorCode.PAYLOAD_TOO_LARGE))
-    candidates = events.get_column("_ok") & ~too_big
-    dup_np = np.zeros(events.height, dtype=np.bool_)
-    where = np.flatnonzero(candidates.to_numpy())
-    if len(where):
-        keys = ex.keys.to_numpy()[where].astype(np.uint64, copy=False)
-        dup_np[where] = seen.check_and_add(keys)
     dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), dup_np)
     events = events.with_columns(dup)
-    good = events.get_column("_ok") & ~dup & ~too_big
+    good = events.select(
+        pl.col("_ok") & ~dup & ~pl.col(flag(ErrorCode.PAYLOAD_TOO_LARGE))).to_series()
     # Messages are built for the rejected rows only: usually a handful per batch.
     bad_rows = events.filter(~good).select(
         ROW, *validation.describe(cfg.api.max_body_bytes))
