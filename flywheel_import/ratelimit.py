@@ -1,4 +1,4 @@
-"""A token bucket shared by every sender coroutine, slowed down by 429s (AIMD).
+"""A token bucket shared by every sender coroutine, slowed down by 429s that *we* cause.
 
 The bucket is kept as a GCRA schedule (one "theoretical arrival time") instead of a token
 count: each caller reserves the next free slot and sleeps until it, so tokens accrue
@@ -6,29 +6,33 @@ continuously, waiters are served in order, and a late wake-up never costs throug
 is needed: all state changes happen between awaits of a single event loop.
 
 Burst: ``rate / 20`` tokens (50 ms worth, at least 1) unless configured, so any 1-second window
-holds at most ``rate + burst`` requests. After the first 429 the default burst drops to 1: the
-server has shown its limit, and a burst right after a pause would only earn more 429s.
+holds at most ``rate + burst`` requests. After the first slowdown the default burst drops to 1.
 
-Adaptation, in the spirit of TCP congestion control:
+Which 429s are ours. A 429 is either the API's answer to our own rate (it keeps coming as we
+push, it fades as we slow) or noise we cannot change (a quota shared with other clients, a
+flaky gateway). Slowing down for noise only loses throughput, so a single 429 changes nothing
+here: the throttled request alone is retried after its Retry-After (by the caller), and the
+rate is judged per *window* of answers (at least ``window`` seconds and 20 answers):
 
-* **Decrease.** A 429 pauses every caller until ``now + Retry-After`` (``default_pause`` when
-  absent) and halves the rate actually *achieved* (successes per second over the last
-  ``window``), not the configured one: like TCP's ``FlightSize / 2``, this lands below the
-  server's real limit at once instead of halving a meaningless 1000/s several times. One event
-  lowers the rate by 4x at most, so a window with next to no successes cannot drop it to the
-  floor; and the 429s of requests sent before the pause ended plus one round trip belong to
-  the same event: they extend the pause but do not decrease again.
+* **Congestion.** The window's 429 share exceeds the known background share by a margin
+  (3 standard errors, at least 2 points). The rate is then cut to ``mild`` times the rate
+  actually *achieved* (successes per second) and the cut is put on **probation** (the rate
+  holds still meanwhile): if the 429 share of the next full window does not fade (stays above
+  60% of what it was), the 429s did not follow our rate, the old rate is restored and that
+  share (30% at most) becomes the background to ignore from then on. The background decays
+  when windows show fewer 429s.
+* **Heavy throttling.** When more than half of the last ~32 answers (with at least 10 429s in
+  the window), or of a whole window, are 429s, the server is refusing nearly everything: every
+  caller pauses for the Retry-After (``default_pause`` when absent), at once, and the rate is
+  halved (``decrease``). Such a cut is never undone by probation.
 * **Increase.** Each success adds ``step / rate``, i.e. ``step`` req/s per second of sending.
-  ``step`` depends on the *ceiling*, the rate in force when the last 429 hit (at most 1.25x the
-  success rate then): a fast exponential climb (``recovery`` per second) to ``knee * ceiling``,
-  then a slow linear probe (``probe * ceiling`` per second) through the ceiling, then an
-  accelerating one (``accelerate`` per second) once past it, to find out whether the server now
-  allows more. This keeps the rate near the server's limit most of the time (a plain AIMD
-  sawtooth averages 75% of it) while each 429, which costs a whole Retry-After pause, stays
-  rare. Never above the configured rate.
-* **Unlimited** (``rate=0``): no schedule at all until the first 429, and ``acquire()`` is a
-  single attribute test. The first 429 starts limiting at half the observed success rate, then
-  adapts as above with no upper bound.
+  ``step`` depends on the *ceiling*, the rate in force when the last cut happened (at most
+  1.25x the success rate then): a fast exponential climb (``recovery`` per second) to
+  ``knee * ceiling``, then a slow linear probe (``probe * ceiling`` per second) through the
+  ceiling, then an accelerating one (``accelerate`` per second) once past it. Never above the
+  configured rate.
+* **Unlimited** (``rate=0``): no schedule at all until the first cut, and ``acquire()`` is a
+  single attribute test.
 """
 
 from __future__ import annotations
@@ -52,9 +56,15 @@ _CEILING_SLACK = 1.25
 #: 5% of the rate, large enough to absorb idle gaps (the pipeline waiting on its next batch).
 DEFAULT_BURST_SECONDS = 0.05
 
+#: Weight of each answer in the moving share of 429s that detects heavy throttling (~32 answers).
+_RECENT = 1 / 32
+
+#: The largest share of 429s that may be judged background noise and ignored.
+_MAX_BACKGROUND = 0.3
+
 
 class RateLimiter:
-    """Token bucket at `rate` req/s (0 = unlimited), capacity `burst`, with AIMD on 429.
+    """Token bucket at `rate` req/s (0 = unlimited), capacity `burst`, slowed by our own 429s.
 
     `clock` and `sleep` are injectable so tests run in virtual time; `sleep` must let `clock`
     advance by (at least) the delay it is given. Not thread-safe: one event loop.
@@ -62,6 +72,7 @@ class RateLimiter:
 
     __slots__ = (
         "_accelerate",
+        "_background",
         "_burst",
         "_ceiling",
         "_clock",
@@ -74,19 +85,29 @@ class RateLimiter:
         "_knee",
         "_mark_ok",
         "_mark_t",
+        "_mild",
         "_min_rate",
         "_ok",
         "_paused_until",
+        "_probation",
         "_probe",
         "_rate",
+        "_recent",
         "_recover_until",
         "_recovery",
+        "_retry_after",
+        "_rtt",
         "_sleep",
         "_target",
         "_tat",
         "_throttled",
         "_tolerance",
+        "_win_n",
+        "_win_start",
+        "_win_thr",
         "_window",
+        "cuts",
+        "restores",
     )
 
     def __init__(
@@ -98,19 +119,21 @@ class RateLimiter:
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         min_rate: float = 1.0,
         decrease: float = 0.5,
+        mild: float = 0.85,
         default_pause: float = 1.0,
         recovery: float = 4.0,
-        knee: float = 0.9,
+        knee: float = 0.95,
         probe: float = 0.005,
         accelerate: float = 0.2,
         window: float = 1.0,
     ) -> None:
         """Create a limiter.
 
-        `decrease` multiplies the achieved rate on a 429; `default_pause` is the pause when the
-        429 carries no Retry-After; `recovery`, `knee`, `probe` and `accelerate` shape the
-        increase (see the module docstring); `window` is the span (s) over which the success
-        rate is measured. `min_rate` is the floor no 429 pushes the rate below.
+        `decrease` multiplies the achieved rate on heavy throttling, `mild` on congestion;
+        `default_pause` is the pause of heavy throttling when the 429 carries no Retry-After;
+        `recovery`, `knee`, `probe` and `accelerate` shape the increase (see the module
+        docstring); `window` is the shortest span (s) over which 429 shares and the success
+        rate are measured. `min_rate` is the floor no 429 pushes the rate below.
         """
         if rate < 0 or math.isnan(rate):
             raise ValueError("rate must be >= 0 (0 means unlimited)")
@@ -118,13 +141,14 @@ class RateLimiter:
             raise ValueError("burst must be >= 1")
         if min_rate <= 0:
             raise ValueError("min_rate must be > 0")
-        if not 0 < decrease < 1:
-            raise ValueError("decrease must be between 0 and 1")
+        if not 0 < decrease < 1 or not 0 < mild < 1:
+            raise ValueError("decrease and mild must be between 0 and 1")
         self._clock = clock
         self._sleep = sleep
         self._burst = burst
         self._min_rate = float(min_rate)
         self._decrease = decrease
+        self._mild = mild
         self._default_pause = default_pause
         self._recovery = recovery
         self._knee = knee
@@ -146,6 +170,17 @@ class RateLimiter:
         self._mark_t = -_INF
         self._mark_ok = 0
         self._goodput: float | None = None
+        self._rtt = window / 2
+        self._retry_after: float | None = None  # of the latest 429
+        self._win_start = -_INF
+        self._win_n = 0
+        self._win_thr = 0
+        self._background = 0.0
+        self._recent = 0.0  # share of 429s among the last ~32 answers (moving average)
+        # (429 share that caused the cut, rate before it): set while a cut is on probation.
+        self._probation: tuple[float, float] | None = None
+        self.cuts = 0  # rate cuts made (for reports and tests)
+        self.restores = 0  # cuts undone because the 429s did not fade
 
     @property
     def current_rate(self) -> float:
@@ -154,13 +189,18 @@ class RateLimiter:
 
     @property
     def burst(self) -> float:
-        """Requests that may go at once after an idle spell (1 after the first 429)."""
+        """Requests that may go at once after an idle spell (1 after the first cut)."""
         return self._cur_burst
 
     @property
     def paused_until(self) -> float:
         """Clock time until which every caller waits (``-inf`` when never paused)."""
         return self._paused_until
+
+    @property
+    def background(self) -> float:
+        """The share of 429s judged not to follow our rate (ignored when deciding cuts)."""
+        return self._background
 
     async def acquire(self) -> None:
         """Wait for a token and for any global pause."""
@@ -182,55 +222,42 @@ class RateLimiter:
             await self._sleep(start - now)
             if epoch == self._epoch:
                 return
-            # A 429 arrived while we waited: the slot was spaced for the old rate, queue again.
+            # The rate changed while we waited: the slot was spaced for the old rate, queue again.
 
     def on_throttle(
         self, retry_after: float | None = None, *, sent_at: float | None = None
     ) -> None:
-        """Record a 429: pause all callers, and lower the rate once per congestion event.
+        """Record a 429. Nothing else happens unless the window shows the 429s are ours.
 
-        `sent_at` is the clock time the throttled request was let through. A 429 for a request
-        sent before the end of the last decrease's pause plus one round trip (measured as
-        ``now - sent_at``; ``window / 2`` when `sent_at` is unknown) belongs to the same event:
-        it extends the pause but does not decrease again, so the 429s of every request that
-        was in flight do not collapse the rate to the floor.
+        `sent_at` is the clock time the throttled request was let through; ``now - sent_at``
+        is the round trip, used to tell apart the answers to requests sent before a cut.
         """
         now = self._clock()
-        pause = self._default_pause if retry_after is None else max(0.0, retry_after)
-        if now + pause > self._paused_until:
-            self._paused_until = now + pause
-        if sent_at is None:
-            fresh = now >= self._recover_until
-            rtt = self._window / 2
+        self._retry_after = retry_after
+        if sent_at is not None:
+            self._rtt = max(0.0, now - sent_at)
+        if now < self._win_start:
+            return  # an answer to a request sent before the last cut took effect
+        self._win_thr += 1
+        self._win_n += 1
+        self._recent += (1.0 - self._recent) * _RECENT
+        if self._win_start == -_INF:
+            self._win_start = now
+        if self._win_thr >= 10 and self._recent > 0.5:
+            self._heavy(now, retry_after)
         else:
-            fresh = sent_at >= self._recover_until
-            rtt = max(0.0, now - sent_at)
-        if fresh:
-            measured = self._measured(now, rtt)
-            self._throttled = True
-            self._ceiling = max(self._min_rate, min(self._rate, measured * _CEILING_SLACK))
-            # Halve the achieved rate, but fall by at most decrease**2 in one event: a window
-            # with next to no successes (everything 429) must not drop the rate to the floor.
-            floor = self._rate * self._decrease if self._rate < _INF else 0.0
-            base = max(min(self._rate, measured), floor)
-            self._set_rate(max(self._min_rate, base * self._decrease))
-            self._recover_until = self._paused_until + rtt
-            # Measure the success rate afresh once sending resumes.
-            self._mark_t = self._paused_until
-            self._mark_ok = self._ok
-        # Void every reserved slot: waiters queue again behind the pause, at the new rate, with
-        # an empty bucket (the server's is empty too, so no burst right after a 429).
-        self._epoch += 1
-        self._tat = self._paused_until + self._tolerance
+            self._maybe_close(now)
 
     def on_success(self) -> None:
         """Record a success: measure the success rate and creep back toward the target."""
         self._ok += 1
+        self._win_n += 1
+        self._recent -= self._recent * _RECENT
         if not self._ok & 31 or self._ok == 1:
             self._roll()
         rate = self._rate
-        if rate >= self._target:
-            return
+        if rate >= self._target or self._probation is not None:
+            return  # on probation the rate holds still, or the test would measure the climb
         ceiling = self._ceiling
         step = self._probe * ceiling
         if rate < ceiling:
@@ -241,6 +268,79 @@ class RateLimiter:
             step += self._accelerate * (rate - ceiling)
         rate += step / rate
         self._set_rate(rate if rate < self._target else self._target)
+
+    # --- decisions --------------------------------------------------------------------------
+
+    def _maybe_close(self, now: float) -> None:
+        """Judge the window once it is long and large enough."""
+        span = now - self._win_start
+        n = self._win_n
+        if span == _INF:
+            self._win_start = now
+            return
+        if span < self._window or (n < 20 and span < 4 * self._window):
+            return
+        share = self._win_thr / n if n else 0.0
+        self._win_start, self._win_n, self._win_thr = now, 0, 0
+        if share > 0.5:
+            self._heavy(now, self._retry_after)
+            return
+        probation = self._probation
+        if probation is not None:
+            self._probation = None
+            before, rate_before = probation
+            # The 429s did not fade as we slowed: not ours. (A server refusing a large share
+            # of requests is never noise to ignore.)
+            if _MAX_BACKGROUND > share >= 0.6 * before:
+                self._background = max(self._background, share)
+                self.restores += 1
+                self._restore(rate_before)
+            return
+        bg = self._background
+        if share < bg:
+            self._background = 0.8 * bg + 0.2 * share
+        margin = max(0.02, 3.0 * math.sqrt(max(bg, 0.01) * (1.0 - bg) / max(n, 1)))
+        if share > bg + margin:
+            rate_before = self._rate
+            self._cut(now, self._mild)
+            self._probation = (share, rate_before)
+
+    def _heavy(self, now: float, retry_after: float | None) -> None:
+        """Most answers are 429s: everyone waits out the Retry-After, the rate is halved."""
+        pause = self._default_pause if retry_after is None else max(0.0, retry_after)
+        self._paused_until = max(self._paused_until, now + pause)
+        self._probation = None
+        self._cut(now, self._decrease)
+        self._win_start = self._paused_until + self._rtt
+        self._win_n, self._win_thr, self._recent = 0, 0, 0.0
+        self._epoch += 1
+        self._tat = self._paused_until + self._tolerance
+
+    def _cut(self, now: float, factor: float) -> None:
+        """Lower the rate to ``factor`` times what was achieved (at most 4x in one cut)."""
+        # What the server let through lately: a window full of 429s says little about its
+        # capacity, so the previous window counts too.
+        measured = max(self._measured(now, self._rtt), self._goodput or 0.0)
+        self._throttled = True
+        self._ceiling = max(self._min_rate, min(self._rate, measured * _CEILING_SLACK))
+        # A window with next to no successes must not drop the rate to the floor: 4x at most.
+        floor = self._rate * self._decrease**2 if self._rate < _INF else 0.0
+        self._set_rate(max(self._min_rate, floor, min(self._rate, measured) * factor))
+        self.cuts += 1
+        # Answers to requests sent before the cut do not count toward the next window.
+        start = max(now, self._paused_until) + self._rtt
+        self._win_start = start
+        self._recover_until = start
+        self._mark_t = max(now, self._paused_until)
+        self._mark_ok = self._ok
+        # Void every reserved slot: waiters queue again at the new rate, with an empty bucket.
+        self._epoch += 1
+        self._tat = max(now, self._paused_until)
+
+    def _restore(self, rate: float) -> None:
+        self._ceiling = max(self._ceiling, min(rate, self._target))
+        self._set_rate(min(rate, self._target))
+        self._epoch += 1
 
     def _set_rate(self, rate: float) -> None:
         self._rate = rate
@@ -269,6 +369,13 @@ class RateLimiter:
         elif span >= self._window:
             self._goodput = (self._ok - self._mark_ok) / span
             self._mark_t, self._mark_ok = now, self._ok
+        if self._win_thr or self._probation is not None:
+            self._maybe_close(now)
+        elif now - self._win_start >= self._window:
+            # A window without 429s: nothing to judge, start the next one (and let the
+            # background share decay).
+            self._background *= 0.8
+            self._win_start, self._win_n = now, 0
 
     def _measured(self, now: float, rtt: float) -> float:
         """Recent successes per second: the current window if long enough, else the last one."""

@@ -31,6 +31,7 @@ from .ratelimit import RateLimiter
 __all__ = [
     "Decision",
     "Outcome",
+    "Retry",
     "SendSettings",
     "SendStats",
     "Sender",
@@ -108,6 +109,13 @@ class Outcome:
 
 
 _ACCEPTED_FIRST_TRY = Outcome(True, None, None, 1, 200)
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Not final yet: make the next attempt after `delay` seconds (backoff or Retry-After)."""
+
+    delay: float
 
 
 class SendStats:
@@ -199,7 +207,8 @@ class Sender:
     they also drive the default :class:`RateLimiter` (an injected `limiter` must use the same
     `clock`: send times are passed to it). After a 401/403 every send raises
     :class:`ApiAbort` before its next attempt; a send asleep in a backoff raises when it wakes
-    (the pipeline's task group cancels it sooner).
+    (the pipeline's task group cancels it sooner). :meth:`attempt` makes one attempt and says
+    when to retry; :meth:`send` retries in place.
     """
 
     def __init__(
@@ -261,73 +270,86 @@ class Sender:
     async def send(self, body: bytes) -> Outcome:
         """Send one body until accepted, rejected or out of attempts; ApiAbort on 401/403.
 
-        The same `body` bytes go out on every attempt, so the event_id inside lets the server
-        drop a duplicate when an attempt timed out after all.
+        Waits out each retry in place (the pipeline uses :meth:`attempt` instead, so a row
+        waiting to retry holds no worker). The same `body` bytes go out on every attempt, so
+        the event_id inside lets the server drop a duplicate when an attempt timed out after
+        all.
+        """
+        attempt = 0
+        while True:
+            attempt += 1
+            step = await self.attempt(body, attempt)
+            if isinstance(step, Outcome):
+                return step
+            await self._sleep(step.delay)
+
+    async def attempt(self, body: bytes, attempt: int) -> Outcome | Retry:
+        """Make attempt number `attempt` (1-based) for `body`: a final :class:`Outcome`, or
+        a :class:`Retry` saying how long to wait before the next attempt.
+
+        Raises :class:`ApiAbort` when the API refuses the key (now or earlier in the run).
         """
         session = self._session
         if session is None:
-            raise RuntimeError("Sender.send() outside 'async with Sender(...)'")
+            raise RuntimeError("Sender.attempt() outside 'async with Sender(...)'")
         stats, clock, limiter = self.stats, self._clock, self.limiter
-        attempt = 0
-        while True:
-            if self._abort is not None:
-                raise ApiAbort(self._abort)
-            await limiter.acquire()
-            if self._abort is not None:
-                raise ApiAbort(self._abort)
-            attempt += 1
-            stats.requests += 1
-            status: int | None = None
-            data: bytes | None = None
-            headers: Mapping[str, str] | None = None
-            error: str | None = None
-            sent = clock()
+        if self._abort is not None:
+            raise ApiAbort(self._abort)
+        await limiter.acquire()
+        if self._abort is not None:
+            raise ApiAbort(self._abort)
+        stats.requests += 1
+        status: int | None = None
+        data: bytes | None = None
+        headers: Mapping[str, str] | None = None
+        error: str | None = None
+        sent = clock()
+        try:
+            resp = await session.post(self._url, data=body, allow_redirects=False)
             try:
-                resp = await session.post(self._url, data=body, allow_redirects=False)
-                try:
-                    status = resp.status
-                    if not 200 <= status < 300:  # a 2xx body says nothing we need
-                        data = await resp.read()
-                        headers = resp.headers
-                finally:
-                    resp.release()
-            except TimeoutError:
-                status, error = None, f"{TIMEOUT} after {self.settings.timeout:g}s"
-            except (aiohttp.ClientError, OSError) as exc:
-                status, error = None, f"{type(exc).__name__}: {exc}"
-            stats.record_latency(clock() - sent)
-            verdict = classify(status, data, headers, error)
+                status = resp.status
+                if not 200 <= status < 300:  # a 2xx body says nothing we need
+                    data = await resp.read()
+                    headers = resp.headers
+            finally:
+                resp.release()
+        except TimeoutError:
+            status, error = None, f"{TIMEOUT} after {self.settings.timeout:g}s"
+        except (aiohttp.ClientError, OSError) as exc:
+            status, error = None, f"{type(exc).__name__}: {exc}"
+        stats.record_latency(clock() - sent)
+        verdict = classify(status, data, headers, error)
 
-            if verdict is OK:
-                limiter.on_success()
-                stats.accepted += 1
-                if attempt == 1 and status == 200:
-                    return _ACCEPTED_FIRST_TRY
-                return Outcome(True, None, None, attempt, status)
-            code = verdict.code or "UNKNOWN"
-            stats.count_error(code)
-            message = self._scrub(verdict.message)
-            if verdict.decision is Decision.REJECT:
-                stats.rejected += 1
-                return Outcome(False, code, message, attempt, status)
-            if verdict.decision is Decision.ABORT:
-                self._abort = (
-                    f"API refused the key (HTTP {status}): check that the API key is valid and "
-                    f"allowed to send events (API said: {message})"
-                )
-                raise ApiAbort(self._abort)
-            retry_after = verdict.retry_after
-            if retry_after is not None and retry_after > self.settings.retry_after_max:
-                retry_after = self.settings.retry_after_max
-            if status == 429:
-                stats.throttled += 1
-                limiter.on_throttle(retry_after, sent_at=sent)
-            if attempt >= self.settings.max_attempts:
-                stats.exhausted += 1
-                last = message if status is None else f"HTTP {status}: {message}"
-                return Outcome(False, ErrorCode.RETRIES_EXHAUSTED.value, last, attempt, status)
-            stats.retries += 1
-            await self._sleep(self.backoff(attempt, retry_after))
+        if verdict is OK:
+            limiter.on_success()
+            stats.accepted += 1
+            if attempt == 1 and status == 200:
+                return _ACCEPTED_FIRST_TRY
+            return Outcome(True, None, None, attempt, status)
+        code = verdict.code or "UNKNOWN"
+        stats.count_error(code)
+        message = self._scrub(verdict.message)
+        if verdict.decision is Decision.REJECT:
+            stats.rejected += 1
+            return Outcome(False, code, message, attempt, status)
+        if verdict.decision is Decision.ABORT:
+            self._abort = (
+                f"API refused the key (HTTP {status}): check that the API key is valid and "
+                f"allowed to send events (API said: {message})"
+            )
+            raise ApiAbort(self._abort)
+        retry_after = verdict.retry_after
+        if retry_after is not None and retry_after > self.settings.retry_after_max:
+            retry_after = self.settings.retry_after_max
+        if status == 429:
+            stats.throttled += 1
+            limiter.on_throttle(retry_after, sent_at=sent)
+        if attempt >= self.settings.max_attempts:
+            stats.exhausted += 1
+            last = message if status is None else f"HTTP {status}: {message}"
+            return Outcome(False, ErrorCode.RETRIES_EXHAUSTED.value, last, attempt, status)
+        stats.retries += 1
+        return Retry(self.backoff(attempt, retry_after))
 
     def backoff(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait after failed attempt number `attempt` (1-based).
