@@ -1,10 +1,17 @@
-"""Prepared batches -> concurrent sends -> settled batches, with backpressure.
+"""Prepared batches -> concurrent attempts -> settled batches, with backpressure.
 
 Reading and validation run in a worker thread (polars releases the GIL) and hand batches over
-a queue that holds at most ``ahead`` of them, so a slow API stops the reader instead of growing
-memory. ``concurrency`` coroutines pull rows from the batches in order and await
-:meth:`Sender.send`; a batch is *settled* when each of its rows has an outcome, and only then
-are its API rejects written, so every row read ends accepted or rejected exactly once.
+while at most ``ahead`` of them are unsettled, so a slow API stops the reader instead of
+growing memory. ``concurrency`` workers make attempts (:meth:`Sender.attempt`): that many
+requests are in flight, never more, and a worker never sleeps through a backoff.
+
+A row whose attempt says "retry later" leaves its batch as a :class:`Straggler` that owns its
+body and its raw values, and waits for its next attempt outside any worker. A batch whose
+rows have all been handed out hands its rows still in flight to stragglers too. So a batch is
+*settled* (its API rejects written, its read-ahead slot free) as soon as each of its own rows
+has an outcome: one row in a long backoff or a slow answer never stops the pipeline. The
+rows waiting to retry are bounded (``max_waiting``; past it workers only retry); every row read
+ends accepted or rejected exactly once.
 """
 
 from __future__ import annotations
@@ -15,9 +22,10 @@ import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, TypeGuard
 
 import anyio
+import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
@@ -28,7 +36,7 @@ from .sources import ROW
 
 
 class Outcomeish(Protocol):
-    """What the dispatcher needs of a send's result (:class:`~.sender.Outcome` fits)."""
+    """What the dispatcher needs of a final result (:class:`~.sender.Outcome` fits)."""
 
     @property
     def accepted(self) -> bool: ...
@@ -38,25 +46,63 @@ class Outcomeish(Protocol):
     def message(self) -> str | None: ...
 
 
-SendFn = Callable[[bytes], Awaitable[Outcomeish]]
+class Retryish(Protocol):
+    """Not final: try again after ``delay`` seconds (:class:`~.sender.Retry` fits)."""
+
+    @property
+    def delay(self) -> float: ...
+
+
+#: ``attempt(body, attempt_number)`` -> a final outcome, or when to retry.
+AttemptFn = Callable[[bytes, int], Awaitable["Outcomeish | Retryish"]]
+
+
+@dataclass(slots=True)
+class Straggler:
+    """A row that left its batch before its outcome was known: it carries what it needs."""
+
+    source: str
+    row: int  # the record number (``__row``)
+    body: bytes
+    values: tuple[Any, ...]  # the raw row, for the rejects file should it fail
+    schema: pl.Schema
+    attempts: int
+
+    def rejected(self, code: str, message: str) -> pl.DataFrame:
+        """The row in the rejects-file layout (built off the event loop)."""
+        raw = pl.DataFrame([self.values], schema=self.schema, orient="row")
+        errors = pl.DataFrame({ROW: [self.row], "_error_code": [code],
+                               "_error_message": [message]},
+                              schema={ROW: pl.Int64, "_error_code": pl.String,
+                                      "_error_message": pl.String})
+        return reject_rows(raw, errors, self.source)
 
 
 @dataclass(slots=True)
 class Settling:
-    """A batch in flight: its bodies, and the outcome of each row as it arrives."""
+    """A batch in flight: its bodies, and the outcome of each of its own rows."""
 
     prep: Prepared
     bodies: list[bytes]
-    pending: int
+    pending: int  # rows still the batch's without an outcome
     next_index: int = 0
+    inflight: set[int] = field(default_factory=set)  # first attempts on the wire
+    detached: dict[int, Straggler] = field(default_factory=dict)  # in flight, handed over
+    deferred: int = 0  # rows handed to stragglers
     rejected_at: list[int] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
     @property
     def accepted(self) -> int:
-        """Rows of the batch the API has accepted so far."""
-        return len(self.bodies) - self.pending - len(self.rejected_at)
+        """Rows of the batch the API has accepted (stragglers count on their own)."""
+        return len(self.bodies) - self.pending - self.deferred - len(self.rejected_at)
+
+    def straggler(self, i: int, attempts: int) -> Straggler:
+        """Row ``i`` as a straggler (a few microseconds: one row's values are copied)."""
+        prep = self.prep
+        return Straggler(prep.source, int(prep.send.get_column(ROW)[i]), self.bodies[i],
+                         prep.raw.row(i), prep.raw.schema, attempts)
 
     def api_rejects(self) -> pl.DataFrame:
         """The rows the API refused, with their original columns (for the rejects file)."""
@@ -70,21 +116,23 @@ class Settling:
         return reject_rows(self.prep.raw[idx], errors, self.prep.source)
 
 
+def _is_final(step: Outcomeish | Retryish) -> TypeGuard[Outcomeish]:
+    return hasattr(step, "accepted")
+
+
+def _delay(step: Outcomeish | Retryish) -> float:
+    return float(step.delay)  # type: ignore[union-attr]
+
+
 class Feed:
     """Rows of the batches in order, handed to whichever worker asks next (no locks: one loop)."""
 
     def __init__(self) -> None:
         self._batches: deque[Settling] = deque()
-        self._more = asyncio.Event()
         self.closed = False
 
     def push(self, s: Settling) -> None:
         self._batches.append(s)
-        self._more.set()
-
-    def close(self) -> None:
-        self.closed = True
-        self._more.set()
 
     def take(self) -> tuple[Settling, int] | None:
         while self._batches:
@@ -96,31 +144,41 @@ class Feed:
             self._batches.popleft()
         return None
 
-    async def wait(self) -> None:
-        self._more.clear()
-        await self._more.wait()
 
-
-async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: int, ahead: int,
+async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurrency: int,
+                   ahead: int,
                    on_read: Callable[[Prepared], None],
                    on_settled: Callable[[Settling], None],
                    on_outcome: Callable[[Outcomeish], None] | None = None,
-                   on_unsettled: Callable[[Settling], None] | None = None) -> None:
+                   on_straggler_rejected: Callable[[Straggler, str, str], None] | None = None,
+                   on_unsettled: Callable[[Settling], None] | None = None,
+                   sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+                   max_waiting: int | None = None) -> None:
     """Send every valid row of ``batches``; call back as batches are read and settled.
 
-    An exception from ``send`` (the API refused the key) or a cancellation stops everything
-    at once; ``on_unsettled`` then sees each batch read but not settled, with the outcomes it
-    has so far (its other rows are still to do: neither accepted nor rejected).
+    ``on_read`` runs in the reading thread (before the batch is handed over, so it may block
+    to slow the reader); the other callbacks run on the event loop and must be quick.
+    ``on_outcome`` sees each final outcome, of batch rows and stragglers alike;
+    ``on_straggler_rejected`` a straggler's final reject. An exception from ``attempt`` (the
+    API refused the key) or a cancellation stops everything at once; ``on_unsettled`` then
+    sees each batch read but not settled, with the outcomes it has so far (its other rows,
+    and the stragglers, are still to do: neither accepted nor rejected).
     """
     feed = Feed()
     unsettled: dict[int, Settling] = {}
     room = threading.Semaphore(ahead)  # batches read but not yet settled
     stop = threading.Event()
     loop_token = anyio.lowlevel.current_token()
+    wake = asyncio.Event()  # something to do: a batch, a due retry, the end
+    ready: deque[Straggler] = deque()  # stragglers due for their next attempt
+    cap = max_waiting if max_waiting is not None else max(1024, 32 * concurrency)
+    counts = {"outstanding": 0, "waiting": 0}  # rows without final outcome; asleep to retry
+    tg: anyio.abc.TaskGroup
 
     def produce() -> None:
         for prep in batches:
             bodies = prep.send.get_column("body").cast(pl.Binary).to_list()
+            on_read(prep)
             while not room.acquire(timeout=0.1):
                 if stop.is_set():
                     return
@@ -129,49 +187,113 @@ async def dispatch(batches: Iterator[Prepared], send: SendFn, *, concurrency: in
             anyio.from_thread.run_sync(_arrive, prep, bodies, token=loop_token)
 
     def _arrive(prep: Prepared, bodies: list[bytes]) -> None:
-        on_read(prep)
         settling = Settling(prep, bodies, len(bodies))
+        counts["outstanding"] += len(bodies)
         unsettled[id(settling)] = settling
-        if settling.pending == 0:
-            del unsettled[id(settling)]
-            room.release()
-            on_settled(settling)
+        if not bodies:
+            settle(settling)
         else:
             feed.push(settling)
+            wake.set()
+
+    def settle(batch: Settling) -> None:
+        del unsettled[id(batch)]
+        room.release()
+        on_settled(batch)
+
+    def hand_over_inflight(batch: Settling) -> None:
+        """Every remaining row of the batch is on the wire: let stragglers finish them."""
+        for i in batch.inflight:
+            batch.detached[i] = batch.straggler(i, 0)
+        batch.deferred += len(batch.inflight)
+        batch.pending -= len(batch.inflight)
+        batch.inflight = set()
+        settle(batch)
+
+    def final(outcome: Outcomeish) -> None:
+        counts["outstanding"] -= 1
+        if on_outcome is not None:
+            on_outcome(outcome)
+        if not counts["outstanding"] and feed.closed:
+            wake.set()  # the last outcome: let idle workers finish
+
+    def wait_then_retry(s: Straggler, delay: float) -> None:
+        counts["waiting"] += 1
+
+        async def later() -> None:
+            await sleep(delay)
+            counts["waiting"] -= 1
+            ready.append(s)
+            wake.set()
+
+        tg.start_soon(later)
+
+    async def retry(s: Straggler) -> None:
+        step = await attempt(s.body, s.attempts + 1)
+        s.attempts += 1
+        land(s, step)
+
+    def land(s: Straggler, step: Outcomeish | Retryish) -> None:
+        if not _is_final(step):
+            wait_then_retry(s, _delay(step))
+            return
+        if not step.accepted and on_straggler_rejected is not None:
+            on_straggler_rejected(s, step.code or "UNKNOWN", step.message or "")
+        final(step)
 
     async def worker() -> None:
         while True:
-            item = feed.take()
+            if ready:
+                await retry(ready.popleft())
+                continue
+            item = feed.take() if counts["waiting"] < cap else None
             if item is None:
-                if feed.closed:
+                if feed.closed and not counts["outstanding"]:
                     return
-                await feed.wait()
+                wake.clear()
+                await wake.wait()
                 continue
             batch, i = item
-            outcome = await send(batch.bodies[i])
-            if not outcome.accepted:
-                batch.rejected_at.append(i)
-                batch.codes.append(outcome.code or "UNKNOWN")
-                batch.messages.append(outcome.message or "")
-            if on_outcome is not None:
-                on_outcome(outcome)
+            batch.inflight.add(i)
+            if batch.next_index == len(batch.bodies) and batch.pending == len(batch.inflight):
+                hand_over_inflight(batch)
+            step = await attempt(batch.bodies[i], 1)
+            if batch.detached:
+                s = batch.detached.pop(i, None)
+                if s is not None:
+                    s.attempts = 1
+                    land(s, step)
+                    continue
+            batch.inflight.discard(i)
             batch.pending -= 1
+            if not _is_final(step):
+                batch.deferred += 1
+                wait_then_retry(batch.straggler(i, 1), _delay(step))
+            else:
+                if not step.accepted:
+                    batch.rejected_at.append(i)
+                    batch.codes.append(step.code or "UNKNOWN")
+                    batch.messages.append(step.message or "")
+                final(step)
             if batch.pending == 0:
-                del unsettled[id(batch)]
-                room.release()
-                on_settled(batch)
+                settle(batch)
+            elif (batch.next_index == len(batch.bodies) and batch.inflight
+                  and batch.pending == len(batch.inflight)):
+                hand_over_inflight(batch)
 
     async def read_all() -> None:
         try:
             await anyio.to_thread.run_sync(produce, abandon_on_cancel=True)
         finally:
-            feed.close()
+            feed.closed = True
+            wake.set()
 
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_all)
             for _ in range(concurrency):
                 tg.start_soon(worker)
+            # Workers end once every row has its outcome; the retry timers with them.
     finally:
         stop.set()
         with contextlib.suppress(ValueError):

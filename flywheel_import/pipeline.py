@@ -26,6 +26,7 @@ from .dedupe import SeenIds
 from .errors import FlywheelImportError, UsageError
 from .inputs import SourceFile, expand
 from .mapping import Plan, build_plan, wants_text_kind
+from .outbox import Outbox
 from .prefetch import ordered_map, prefetch
 from .prepare import Examined, Prepared, examine, settle
 from .profile import FileProfile, profile
@@ -235,7 +236,7 @@ async def run_import_async(
         return await anyio.to_thread.run_sync(functools.partial(
             validate, config, inputs, rejects=rejects, report=report, progress=progress))
     # The network stack loads only when sending (a dry run stays lighter).
-    from .dispatch import Settling, dispatch
+    from .dispatch import Settling, Straggler, dispatch
     from .sender import Sender, SendSettings
 
     started = time.perf_counter()
@@ -253,34 +254,47 @@ async def run_import_async(
     bar = tqdm(total=run.total_rows, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
-    done = [0]  # rows with their final outcome: rejected on reading, or answered by the API
+    # File and polars work (rejects, tallies) runs on the outbox's thread, never on the loop.
+    outbox = Outbox(backlog=_AHEAD)
+    # Rows with their final outcome: rejected on reading (counted by the reading thread), or
+    # answered by the API (counted on the loop); two counters, one writer each.
+    done_reading, done_sending = [0], [0]
 
     def on_read(prep: Prepared) -> None:
-        done[0] += prep.rows_read - prep.send.height
-        run.take(prep)
+        done_reading[0] += prep.rows_read - prep.send.height
+        outbox.put(functools.partial(run.take, prep), wait=True)
 
     def on_outcome(outcome: Any) -> None:
-        done[0] += 1
+        done_sending[0] += 1
         result.accepted += outcome.accepted
 
     def on_settled(batch: Settling) -> None:
         """Write the API's rejects of a batch (also of one cut short by a stop)."""
         if batch.rejected_at:
-            run.reject(batch.api_rejects())
+            outbox.put(lambda: run.reject(batch.api_rejects()))
+
+    def on_straggler_rejected(row: Straggler, code: str, message: str) -> None:
+        outbox.put(lambda: run.reject(row.rejected(code, message)))
+
+    def done() -> int:
+        return done_reading[0] + done_sending[0]
 
     async def ticker() -> None:
         while True:
             await anyio.sleep(0.25)
-            _tick(bar, result, sender, done[0])
+            if outbox.error is not None:
+                raise outbox.error
+            _tick(bar, result, sender, done())
 
     try:
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, run.jobs, SeenIds()), sender.send,
+                await dispatch(prepared_batches(cfg, run.jobs, SeenIds()), sender.attempt,
                                concurrency=settings.concurrency, ahead=_AHEAD,
                                on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
-                               on_unsettled=on_settled)
+                               on_straggler_rejected=on_straggler_rejected,
+                               on_unsettled=on_settled, sleep=sender.sleep)
             finally:
                 tg.cancel_scope.cancel()
         result.completed = True
@@ -291,11 +305,24 @@ async def run_import_async(
             raise err from None
         raise
     finally:
-        _tick(bar, result, sender, done[0])
-        bar.close()
         result.sending = _sending(sender, started)
-        run.finish()
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(_close_outputs, outbox, run, result)
+        _tick(bar, result, sender, done())
+        bar.close()
     return result
+
+
+def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
+    """Drain the outbox, then write rejects and report (also after a failure)."""
+    try:
+        outbox.close()
+    except BaseException as e:
+        result.error = result.error or str(e)
+        result.completed = False
+        raise
+    finally:
+        run.finish()
 
 
 #: Batches read ahead of the sending: bounds memory to a few batches whatever the API speed.

@@ -242,6 +242,11 @@ class Sender:
         return f"Sender({self.settings!r})"
 
     @property
+    def sleep(self) -> Callable[[float], Awaitable[None]]:
+        """The sleep this sender waits with (injected in tests): retry waits use it too."""
+        return self._sleep
+
+    @property
     def aborted(self) -> bool:
         """True once the API refused the key: every later :meth:`send` raises ApiAbort."""
         return self._abort is not None
