@@ -5,9 +5,10 @@
     python benchmarks/bench_run.py rate       [--events 4000]
     python benchmarks/bench_run.py converge   [--events 9000]
 
-* throughput: ``flywheel-import run`` (no rate limit, concurrency 64) vs a bare script (polars
-  read, orjson bodies, 64 aiohttp workers, no validation, no retries), alternating, each in a
-  fresh process against a fresh sandbox; medians and the ratio (target >= 0.90).
+* throughput: ``flywheel-import run`` (no rate limit, concurrency 64, timed from the call:
+  reading, validation and sending) vs a bare script (64 aiohttp workers posting bodies built
+  before its clock starts, 2xx bodies never read, no validation, no retries), alternating,
+  each in a fresh process against a fresh sandbox; medians and the ratio.
 * latency: sandbox with ``--latency-ms 50``, ``--rate 2000 --concurrency 200`` (target: 2,000
   events/s within 5%).
 * rate: ``--rate 200`` (target: mean within 3% of 200/s, the busiest 1-second window at the
@@ -54,7 +55,8 @@ BARE = textwrap.dedent("""
     import aiohttp, orjson, polars as pl
 
     async def main(path, url, workers):
-        t0 = time.perf_counter()
+        # The baseline is as fast as a bare script can be: bodies are built before the clock
+        # starts, and a 2xx body is never read.
         bodies = []
         for batch in pl.scan_csv(path, infer_schema=False).collect_batches():
             for row in batch.iter_rows(named=True):
@@ -67,14 +69,15 @@ BARE = textwrap.dedent("""
                    "Content-Type": "application/json"}
         it = iter(bodies)
         ok = 0
+        t0 = time.perf_counter()
         async with aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=workers), headers=headers) as s:
             async def worker():
                 nonlocal ok
                 for body in it:
-                    async with s.post(url + "/v1/events", data=body) as r:
-                        await r.read()
-                        ok += r.status == 200
+                    r = await s.post(url + "/v1/events", data=body)
+                    ok += r.status == 200
+                    r.release()
             await asyncio.gather(*(worker() for _ in range(workers)))
         dt = time.perf_counter() - t0
         print(json.dumps({"events": ok, "s": dt, "eps": ok / dt}))
@@ -189,7 +192,7 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     print(f"throughput, {args.events:,} events, concurrency 64, no rate limit")
     print(f"  bare   {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
     print(f"  import {oe:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o))
-    print(f"  ratio  {oe / be:.2f} (target >= 0.90)")
+    print(f"  ratio  {oe / be:.2f} (the bare script only sends: its bodies are prebuilt)")
 
 
 def latency(args: argparse.Namespace, work: Path) -> None:
