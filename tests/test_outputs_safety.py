@@ -1,10 +1,12 @@
-"""Outputs never lose rows: an output that is also an input is refused, and an exit-2 error
-leaves every file as it was."""
+"""Outputs never lose rows: an output that is also an input is refused, an exit-2 error leaves
+every file as it was, and a reader of stdout that goes away does not change the exit code."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -290,3 +292,36 @@ def test_a_failure_after_rows_were_read_still_writes_what_was_gathered(
     report = json.loads((workdir / "out" / "report.json").read_text())
     assert report["completed"] is False and report["rows_read"] > 0
     assert "unreadable near row 51" in report["error"]
+
+
+# --- 3. a broken pipe keeps the exit code ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("data", "expected"), [(DIRTY, 1), (DIRTY.replace("bad!", "ok"), 0)],
+                         ids=["with-rejects", "clean"])
+def test_a_closed_stdout_pipe_keeps_the_exit_code_and_prints_nothing_on_stderr(
+        workdir: Path, data: str, expected: int) -> None:
+    (workdir / "data" / "events.csv").write_text(data)
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader went away before a byte was written (as `| head -0`)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "flywheel_import", "validate", "m.yaml", "--no-progress"],
+            stdout=write_end, stderr=subprocess.PIPE, cwd=workdir, timeout=120, check=False)
+    finally:
+        os.close(write_end)
+    assert done.returncode == expected
+    assert done.stderr.decode() == ""
+
+
+def test_a_reader_that_takes_one_line_then_leaves_keeps_the_exit_code(workdir: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flywheel_import", "validate", "m.yaml", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir)
+    assert proc.stdout is not None and proc.stderr is not None
+    first = proc.stdout.readline()
+    proc.stdout.close()  # `| head -1`
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 1
+    assert first.startswith(b"Dry run finished")
+    assert err == b""
