@@ -14,7 +14,7 @@ import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import __version__
 from .errors import FlywheelImportError
@@ -89,21 +89,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return _dispatch(args)
     except FlywheelImportError as e:
-        print(f"flywheel-import: error: {e}", file=sys.stderr)
+        _say(f"flywheel-import: error: {e}", sys.stderr)
         return e.exit_code
-    except BrokenPipeError:  # the reader of our output went away (| head): not an error
-        sys.stderr.close()
+    except BrokenPipeError:  # the reader of the sandbox's output went away: not an error
+        _silence(sys.stdout)
+        _silence(sys.stderr)
         return 0
     except KeyboardInterrupt:
-        print("flywheel-import: interrupted; the rejects and report gathered so far were "
-              "written", file=sys.stderr)
+        _say("flywheel-import: interrupted; the rejects and report gathered so far were "
+             "written", sys.stderr)
         return 130
     except Exception as e:  # a bug: one line unless asked for the traceback
         if os.environ.get("FLYWHEEL_IMPORT_DEBUG"):
             raise
-        print(f"flywheel-import: internal error ({type(e).__name__}): {e} "
-              "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", file=sys.stderr)
+        _say(f"flywheel-import: internal error ({type(e).__name__}): {e} "
+             "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", sys.stderr)
         return 4
+
+
+def _say(text: str, stream: TextIO) -> None:
+    """Print and flush at once; a reader that went away (``| head``) is not an error.
+
+    The flush makes a broken pipe surface here, where it is ignored, rather than at exit,
+    where Python would print "Exception ignored" and exit 120; the caller still returns the
+    run's own exit code (1 when rows were rejected, even if nobody reads the summary).
+    """
+    try:
+        print(text, file=stream, flush=True)
+    except BrokenPipeError:
+        _silence(stream)
+
+
+def _silence(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null, so the flush at exit succeeds."""
+    try:
+        fd = stream.fileno()
+    except (AttributeError, OSError, ValueError):  # not backed by a file (captured, closed)
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -117,14 +144,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     inputs = args.inputs or None
     if args.command == "validate" or args.dry_run:
         report = validate(args.config, inputs, **common)
-        print(report.summary())
+        _say(report.summary(), sys.stdout)
         return report.exit_code
     options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
                                "allow_insecure_http": args.allow_insecure_http}
     if args.sandbox:
         return _run_in_sandbox(args.config, inputs, options)
     report = run_import(args.config, inputs, api_url=args.api_url, **options)
-    print(report.summary())
+    _say(report.summary(), sys.stdout)
     return report.exit_code
 
 
@@ -133,12 +160,12 @@ def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, An
 
     db = Path(tempfile.mkdtemp(prefix="flywheel-sandbox-")) / "events.db"
     with Sandbox(db=db) as sb:
-        print(f"sandbox: {sb.url} (database {sb.db_path})", file=sys.stderr)
+        _say(f"sandbox: {sb.url} (database {sb.db_path})", sys.stderr)
         report: Report = run_import(config, inputs, api_url=sb.url, key=sb.key, **options)
         stats = sb.stats()
-    print(report.summary())
-    print(f"sandbox received {stats.get('requests', 0):,} requests and stored "
-          f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
-          f"database: {db}")
-    print(f"  see them: flywheel-import sandbox --export events.ndjson --db {db}")
+    _say(f"{report.summary()}\n"
+         f"sandbox received {stats.get('requests', 0):,} requests and stored "
+         f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
+         f"database: {db}\n"
+         f"  see them: flywheel-import sandbox --export events.ndjson --db {db}", sys.stdout)
     return report.exit_code

@@ -69,15 +69,14 @@ def is_supported(path: Path) -> bool:
 
 
 def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
-           forced: str = "auto", skip: Iterable[Path] = ()) -> list[SourceFile]:
+           forced: str = "auto") -> list[SourceFile]:
     """Expand files, globs and directories (recursively) into source files, in sorted order.
 
     A pattern that matches nothing is an error: a silently empty import is worse than none.
-    Hidden files, and the run's own outputs (``skip``: a rejects file written into the input
-    folder must not be read back by the next run), are left out of globs and directories;
-    a file named explicitly is always read (feeding a rejects file back is a use case).
+    Hidden files are left out of directories (and of globs, as the shell does). The run's
+    own outputs are not left out: an output that is also an input is refused by the caller,
+    since skipping it silently would then replace a file the user may mean to read.
     """
-    skipped = {p.resolve() for p in skip}
     out: list[SourceFile] = []
     seen: set[Path] = set()
     for pattern in patterns:
@@ -85,13 +84,12 @@ def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
         p = raw if raw.is_absolute() or base is None else base / raw
         if any(ch in str(pattern) for ch in "*?["):
             matches = sorted(Path(m) for m in glob.glob(str(p), recursive=True))
-            files = [m for m in matches if m.is_file() and m.resolve() not in skipped]
+            files = [m for m in matches if m.is_file()]
             if not files:
                 raise InputError(f"{pattern}: no files match this pattern")
         elif p.is_dir():
             files = sorted(f for f in p.rglob("*") if f.is_file() and is_supported(f)
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts)
-                           and f.resolve() not in skipped)
+                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
             if not files:
                 raise InputError(f"{p}: directory holds no .csv/.tsv/.parquet/.ndjson files")
         elif p.is_file():

@@ -6,6 +6,7 @@ anything is sent or written, so config/data mismatches stop the run with nothing
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -64,28 +65,72 @@ def output_paths(cfg: Config, rejects: str | Path | None, report: str | Path | N
     for path in (rej, rep):
         if path is not None:
             _check_writable(path)
+    if rej is not None and rep is not None and _same_file(rej, rep):
+        raise UsageError(f"{rep}: the rejects file and the report would be the same file "
+                         "(the report would replace the rejected rows); give each its own")
     return rej, rep
 
 
 def _check_writable(path: Path) -> None:
-    """Fail before reading anything if an output cannot be written where it was asked for."""
+    """Fail before reading anything if an output cannot be written where it was asked for.
+
+    Leaves no trace: a missing folder is created to prove it can be, then removed again (the
+    writers create it for real), so a run refused later has changed nothing on disk.
+    """
     if path.is_dir():
         raise UsageError(f"{path}: is a folder; give a file name for this output")
     folder = path.parent
+    made: list[Path] = []  # innermost first: the order they can be removed in
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        made.append(probe)
+        probe = probe.parent
     try:
         folder.mkdir(parents=True, exist_ok=True)
+        writable = os.access(folder, os.W_OK | os.X_OK)
     except OSError as e:
         raise UsageError(f"{path}: cannot create its folder: {e.strerror or e}") from None
-    if not os.access(folder, os.W_OK | os.X_OK):
+    finally:
+        for d in made:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+    if not writable:
         raise UsageError(f"{path}: its folder is not writable")
 
 
-def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None,
-                outputs: Sequence[Path | None] = ()) -> list[SourceFile]:
-    skip = [p for p in outputs if p is not None]
+def _same_file(a: Path, b: Path) -> bool:
+    """Same file on disk (symlinks and hard links included), or the same path once resolved."""
+    try:
+        return a.samefile(b)
+    except OSError:  # one of them does not exist yet
+        return a.resolve() == b.resolve()
+
+
+def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None) -> list[SourceFile]:
     if inputs:
-        return expand(inputs, forced=cfg.source.format, skip=skip)
-    return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format, skip=skip)
+        return expand(inputs, forced=cfg.source.format)
+    return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format)
+
+
+def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
+                                outputs: dict[str, Path | None]) -> None:
+    """Refuse an output that is also an input, before anything is read.
+
+    Replacing it would lose rows: the rejects file fed back as an input is rewritten with
+    only the rows rejected again (in a dry run, the fixed rows vanish; in a run stopped
+    midway, the rows not yet sent). Whether it was named, matched by a glob or found in an
+    input folder, and through whichever link, it is the same file.
+    """
+    for kind, out in outputs.items():
+        if out is None or not out.exists():
+            continue
+        for f in files:
+            if _same_file(f.path, out):
+                alt = out.with_name(f"{out.stem}-2{out.suffix}").name
+                named = "" if f.path == out else f" (read as {f.path})"
+                raise UsageError(
+                    f"{out}: this {kind} file is also an input of this run{named} and would "
+                    f"be replaced; write the {kind} elsewhere, e.g. --{kind} {alt}")
 
 
 def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[Job]:
@@ -142,8 +187,16 @@ class Session:
             self.writer.add(rows)
 
     def finish(self) -> None:
-        """Write what was gathered, also after a failure: nothing read is lost."""
+        """Write what was gathered, also after a failure: nothing read is lost.
+
+        A run that failed before taking a single row gathered nothing, and then writes
+        nothing: replacing the outputs of an earlier run with empty ones would lose them.
+        """
         self.result.duration_s = time.perf_counter() - self.started
+        if not self.result.completed and not self.result.rows_read and not self.result.rejected:
+            if self.writer is not None:
+                self.writer.discard()
+            return
         if self.writer is not None:
             self.result.rejects_path = str(self.writer.close())
         if self.report_path is not None:
@@ -156,7 +209,8 @@ def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
     """Outputs checked, inputs found, every file profiled and planned: nothing read yet is
     lost and nothing is sent or written before this returns."""
     rejects_path, report_path = output_paths(cfg, rejects, report)
-    files = find_inputs(cfg, inputs, (rejects_path, report_path))
+    files = find_inputs(cfg, inputs)
+    _refuse_outputs_among_inputs(files, {"rejects": rejects_path, "report": report_path})
     jobs = preflight(cfg, files, progress=progress)
     return Session(cfg, jobs, Report(dry_run=dry_run, files=len(files)),
                    RejectsWriter(rejects_path) if rejects_path else None, report_path, started)

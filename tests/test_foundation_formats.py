@@ -258,8 +258,10 @@ def test_input_argument_is_relative_to_working_directory(tmp_path: Path,
     assert report.rejected == 0
 
 
-def test_a_rejects_file_written_into_the_input_folder_is_not_read_back(tmp_path: Path) -> None:
+def test_a_rejects_file_written_into_the_input_folder_is_refused_not_read_back(
+        tmp_path: Path) -> None:
     from flywheel_import import validate
+    from flywheel_import.errors import UsageError
 
     folder = tmp_path / "exports"
     folder.mkdir()
@@ -268,7 +270,8 @@ def test_a_rejects_file_written_into_the_input_folder_is_not_read_back(tmp_path:
     cfg.write_text("source: {path: exports}\nmapping: {event: event, user_id: user}\n"
                    "output: {rejects: exports/rejects.csv}\n")
     first = validate(cfg)
-    second = validate(cfg)
+    kept = (folder / "rejects.csv").read_bytes()
+    with pytest.raises(UsageError, match="also an input"):
+        validate(cfg)
     assert (first.rows_read, first.rejected) == (2, 1)
-    assert (second.rows_read, second.rejected) == (2, 1)
-    assert (folder / "rejects.csv").exists()
+    assert (folder / "rejects.csv").read_bytes() == kept
