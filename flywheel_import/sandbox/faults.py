@@ -22,9 +22,9 @@ from enum import StrEnum
 class Fault(StrEnum):
     """What the sandbox does to a request instead of (or besides) serving it.
 
-    Values are the keys of ``faults`` in ``/sandbox/stats``. The first five stand in for a
-    gateway and hit any request; the last three hit only a request that passed every check
-    (a valid, authenticated event), because they model what happens to a good event.
+    Values are the keys of ``faults`` in ``/sandbox/stats``. ``DROPPED`` to ``THROTTLED`` stand
+    in for a gateway and hit any request; the last three hit only a request that passed every
+    check (a valid, authenticated event), because they model what happens to a good event.
     """
 
     NONE = "none"
@@ -35,11 +35,6 @@ class Fault(StrEnum):
     STORED_LOST = "stored_lost"
     SLOW = "slow"
     REJECTED = "400"
-
-    @property
-    def stores(self) -> bool:
-        """The event is stored (or found a duplicate) as for a 200; only the answer differs."""
-        return self is Fault.STORED_LOST or self is Fault.SLOW
 
 
 #: Gateway faults: they answer before authentication and body checks.
