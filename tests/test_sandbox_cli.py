@@ -4,52 +4,28 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import socket
 import sqlite3
 import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sandbox_fixtures import KEY, get_json, post_event
+from sandbox_fixtures import (
+    KEY,
+    REPO,
+    environment,
+    get_json,
+    post_event,
+    read_banner,
+    sandbox_command,
+)
 
 from flywheel_import.errors import UsageError
+from flywheel_import.sandbox import SandboxConfig
 from flywheel_import.sandbox.cli import add_sandbox_arguments, main, run_sandbox_command
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def sandbox_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "flywheel_import.sandbox", *args]
-
-
-def environment() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
-
-
-def read_banner(proc: subprocess.Popen[str], timeout: float = 15.0) -> dict[str, str]:
-    """The ``name: value`` lines printed at start, read until 'Press Ctrl-C'."""
-    stdout = proc.stdout
-    assert stdout is not None
-    lines: list[str] = []
-
-    def read() -> None:
-        # A thread, not select(): the text wrapper buffers lines select() cannot see.
-        while (line := stdout.readline()) and not line.startswith("Press Ctrl-C"):
-            lines.append(line)
-
-    reader = threading.Thread(target=read, daemon=True)
-    reader.start()
-    reader.join(timeout)
-    assert not reader.is_alive(), f"no banner within {timeout} s: {lines}"
-    assert proc.poll() is None, f"sandbox exited early: {lines}"
-    matches = (re.match(r"\s+(\w+):\s+(\S+)", line) for line in lines)
-    return {m.group(1): m.group(2) for m in matches if m}
 
 
 @pytest.fixture
@@ -144,6 +120,11 @@ def test_export_to_stdout(tmp_path: Path, capsysbinary: pytest.CaptureFixture[by
         (["--rate-limit", "0"], "--rate-limit"),
         (["--burst", "5"], "--burst needs --rate-limit"),
         (["--latency-ms", "-1"], "--latency-ms"),
+        (["--slow-ms", "-1"], "--slow-ms"),
+        (["--throttle-rate", "2"], "--throttle-rate"),
+        (["--stored-lost-rate", "-0.1"], "--stored-lost-rate"),
+        (["--slow-rate", "0.5", "--reject-rate", "0.3", "--drop-rate", "0.3"], "must not exceed 1"),
+        (["--tls-cert", "cert.pem"], "--tls-cert and --tls-key go together"),
         (["--port", "70000"], "--port"),
         (["--key", ""], "--key"),
     ],
@@ -170,6 +151,23 @@ def test_flag_defaults() -> None:
     assert (args.host, args.port, args.key, args.db) == ("127.0.0.1", 8080, "sandbox-key", None)
     assert (args.rate_limit, args.burst, args.error_rate, args.drop_rate) == (None, None, 0, 0)
     assert (args.latency_ms, args.seed, args.export) == (0, 0, None)
+    assert (args.stored_lost_rate, args.slow_rate, args.slow_ms) == (0, 0, 30_000)
+    assert (args.throttle_rate, args.reject_rate) == (0, 0)
+    assert (args.tls_cert, args.tls_key) == (None, None)
+
+
+def test_banner_names_every_fault_in_use(tmp_path: Path) -> None:
+    config = SandboxConfig(
+        db_path=tmp_path / "f.db",
+        stored_lost_rate=0.1,
+        slow_rate=0.1,
+        slow_ms=500,
+        throttle_rate=0.1,
+        reject_rate=0.1,
+    )
+    assert config.describe_faults() == (
+        "stored-lost rate 0.1, slow rate 0.1 (500 ms), throttle rate 0.1, reject rate 0.1"
+    )
 
 
 def test_port_in_use_is_a_usage_error(tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import socket
+import sqlite3
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -197,3 +199,31 @@ def test_delayed_pipelined_answers_keep_their_order_after_half_close() -> None:
         reply = read_until_closed(sock)
     statuses = [int(part.split(b" ", 1)[0]) for part in reply.split(b"HTTP/1.1 ")[1:] if part]
     assert statuses == [200, 400, 200]
+
+
+def test_internal_error_is_a_generic_500_and_the_detail_goes_to_stderr(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "broken.db"
+    with Sandbox(key=KEY, db=db) as sb:
+        with sqlite3.connect(db) as other:  # the file breaks under the running sandbox
+            other.execute("DROP TABLE events")
+        answer = request(sb.url, "GET", "/sandbox/events")
+    assert answer.status == 500
+    assert answer.json == {"error": "internal error", "code": "INTERNAL_ERROR"}
+    err = capfd.readouterr().err
+    assert "no such table: events" in err and "Traceback" in err
+
+
+def test_connections_counts_tcp_connections_not_requests(sandbox: Sandbox) -> None:
+    first, second = connect(sandbox.url), connect(sandbox.url)
+    try:
+        for i in range(3):
+            for name, conn in (("a", first), ("b", second)):
+                event = {"event": "e", "event_id": f"{name}{i}"}
+                assert post_event(sandbox.url, event, conn=conn).status == 200
+    finally:
+        first.close()
+        second.close()
+    stats = sandbox.stats()
+    assert (stats["requests"], stats["connections"]) == (6, 2)

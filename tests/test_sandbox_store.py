@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from sandbox_fixtures import KEY, get_json, post_event, request
 from sandbox_fixtures import sandbox as sandbox  # pytest fixture
 
@@ -70,10 +74,19 @@ def test_stats_count_every_outcome(sandbox: Sandbox) -> None:
         "unauthorized_401": 1,
         "unsupported_media_type_415": 0,
         "throttled_429": 0,
-        "faults": {"500": 0, "503": 0, "dropped": 0},
+        "faults": {
+            "500": 0,
+            "503": 0,
+            "dropped": 0,
+            "429": 0,
+            "400": 0,
+            "stored_lost": 0,
+            "slow": 0,
+        },
         "not_found_404": 1,
         "method_not_allowed_405": 1,
         "malformed_http": 0,
+        "connections": 8,  # one per request above, the stats read included
     }
 
 
@@ -148,3 +161,47 @@ def test_temporary_db_is_removed_on_exit() -> None:
         db = sb.db_path
         assert db.exists()
     assert not db.parent.exists()
+
+
+@pytest.fixture
+def loose_umask() -> Iterator[None]:
+    """The common default umask, under which files are created world-readable."""
+    previous = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
+def modes(folder: Path) -> dict[str, int]:
+    return {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir()}
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_db_and_its_wal_and_shm_files_are_created_owner_only(tmp_path: Path) -> None:
+    with Sandbox(key=KEY, db=tmp_path / "private.db") as sb:
+        post_event(sb.url, {"event": "e", "event_id": "m1"})
+        assert len(sb.events()) == 1  # flushed: the WAL holds a commit
+        seen = modes(tmp_path)
+    assert seen == {"private.db": 0o600, "private.db-wal": 0o600, "private.db-shm": 0o600}
+
+
+@pytest.mark.usefixtures("loose_umask")
+def test_temporary_db_is_created_owner_only_in_an_owner_only_folder() -> None:
+    with Sandbox(key=KEY) as sb:
+        post_event(sb.url, {"event": "e", "event_id": "t1"})
+        assert len(sb.events()) == 1
+        folder = sb.db_path.parent
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+        assert set(modes(folder).values()) == {0o600}
+        assert len(modes(folder)) == 3
+
+
+def test_an_existing_db_keeps_its_mode(tmp_path: Path) -> None:
+    db = tmp_path / "shared.db"
+    with Sandbox(key=KEY, db=db):
+        pass
+    db.chmod(0o640)
+    with Sandbox(key=KEY, db=db):
+        pass
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640

@@ -2,7 +2,8 @@
 
 Its request rules are written from the published spec on their own (see :mod:`.rules`), never
 imported from the importer, so a misreading of the spec on either side shows up as a
-disagreement. :class:`Sandbox` embeds it; ``python -m flywheel_import.sandbox`` runs it.
+disagreement. :class:`Sandbox` embeds it; ``python -m flywheel_import.sandbox`` runs it; either
+serves plain http or, given a certificate and key, https (:mod:`.tls`).
 
 Routes:
 

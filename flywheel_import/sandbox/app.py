@@ -1,16 +1,24 @@
 """Routes and the Flywheel semantics of the sandbox, independent of the wire protocol.
 
 ``POST /v1/events`` goes through these steps, in this order, the first that answers wins:
-fault draw (always made, see :mod:`.faults`), rate limit -> 429, injected drop / 500 / 503,
-``Authorization`` + ``Auth-Type`` -> 401, ``Content-Type`` -> 415, body rules -> 400, then
-dedupe and store -> 200. Gateways throttle and fail before the application authenticates, so
-faults come first. ``--latency-ms`` delays every answer of ``/v1/events`` (drops included);
-the inspection routes ``/sandbox/stats`` and ``/sandbox/events`` are never delayed, faulted
-or authenticated.
+fault draw (always made, see :mod:`.faults`), rate limit -> 429, injected drop / 500 / 503 /
+429, ``Authorization`` + ``Auth-Type`` -> 401, ``Content-Type`` -> 415, body rules -> 400,
+injected 400, then dedupe and store -> 200. Gateways throttle and fail before the application
+authenticates, so those faults come first; an injected 400 refuses an otherwise valid event.
+The ``stored_lost`` and ``slow`` faults store the event exactly as a 200 would (dedupe and
+counters included), then close the connection unanswered or hold the 200 back by
+``--slow-ms``. ``--latency-ms`` delays every answer of ``/v1/events`` (drops included); the
+inspection routes ``/sandbox/stats`` and ``/sandbox/events`` are never delayed, faulted or
+authenticated.
+
+A failure of the sandbox itself is a generic 500: its detail goes to the sandbox's stderr, not
+to the client, which may be any program on the machine.
 """
 
 from __future__ import annotations
 
+import sys
+import traceback
 import uuid
 from collections.abc import Awaitable
 from urllib.parse import parse_qs
@@ -19,7 +27,7 @@ import orjson
 
 from . import rules
 from .config import SandboxConfig
-from .faults import Fault, FaultPlan, TokenBucket, retry_after_seconds
+from .faults import GATEWAY_FAULTS, Fault, FaultPlan, TokenBucket, retry_after_seconds
 from .stats import Stats
 from .wire import Request, Response
 from .writer import BatchWriter
@@ -45,7 +53,15 @@ class SandboxApp:
         self._key = config.key
         self._writer = writer
         self.stats = Stats()
-        self._faults = FaultPlan(config.seed, config.error_rate, config.drop_rate)
+        self._faults = FaultPlan(
+            config.seed,
+            config.error_rate,
+            config.drop_rate,
+            stored_lost_rate=config.stored_lost_rate,
+            slow_rate=config.slow_rate,
+            throttle_rate=config.throttle_rate,
+            reject_rate=config.reject_rate,
+        )
         burst = config.effective_burst
         self._bucket: TokenBucket | None = None
         self._limit_text = ""
@@ -56,16 +72,38 @@ class SandboxApp:
         # Constant answers are built once: the success path allocates no response.
         self._ok = Response(200, SUCCESS_BODY, delay=delay)
         self._drop = Response(0, drop=True, delay=delay)
-        self._e500 = Response(
-            500,
-            error_body("Internal server error (injected by the sandbox)", "INTERNAL_ERROR"),
+        self._slow = Response(200, SUCCESS_BODY, delay=delay + config.slow_ms / 1000.0)
+        self._gateway = {
+            Fault.DROPPED: self._drop,
+            Fault.ERROR_500: Response(
+                500,
+                error_body("Internal server error (injected by the sandbox)", "INTERNAL_ERROR"),
+                delay=delay,
+            ),
+            Fault.ERROR_503: Response(
+                503,
+                error_body("Service unavailable (injected by the sandbox)", "SERVICE_UNAVAILABLE"),
+                delay=delay,
+            ),
+            Fault.THROTTLED: Response(
+                429,
+                error_body(
+                    "Rate limit exceeded (quota shared with other clients; injected by the "
+                    "sandbox)",
+                    "RATE_LIMITED",
+                ),
+                headers=(("Retry-After", "1"),),
+                delay=delay,
+            ),
+        }
+        self._rejected = Response(
+            400,
+            error_body(
+                "Validation failed: event refused (injected by the sandbox)", "VALIDATION_ERROR"
+            ),
             delay=delay,
         )
-        self._e503 = Response(
-            503,
-            error_body("Service unavailable (injected by the sandbox)", "SERVICE_UNAVAILABLE"),
-            delay=delay,
-        )
+        self._internal = Response(500, error_body("internal error", "INTERNAL_ERROR"))
 
     # wire.Application
 
@@ -93,8 +131,13 @@ class SandboxApp:
         return Response(status, error_body(message, "BAD_REQUEST"), close=True)
 
     def internal_error(self, exc: BaseException) -> Response:
-        """A bug or an I/O failure in the sandbox itself (never injected)."""
-        return Response(500, error_body(f"sandbox failure: {exc!r}", "INTERNAL_ERROR"))
+        """A bug or an I/O failure in the sandbox itself (never injected).
+
+        The client gets a generic answer; paths, SQL and stack frames stay on our stderr.
+        """
+        print("sandbox: internal error while answering a request:", file=sys.stderr)
+        traceback.print_exception(exc, file=sys.stderr)
+        return self._internal
 
     # inspection
 
@@ -125,11 +168,9 @@ class SandboxApp:
                     headers=(("Retry-After", str(retry_after_seconds(wait))),),
                     delay=self._delay,
                 )
-        if fault is not Fault.NONE:
+        if fault in GATEWAY_FAULTS:
             stats.faults[fault.value] += 1
-            if fault is Fault.DROPPED:
-                return self._drop
-            return self._e500 if fault is Fault.ERROR_500 else self._e503
+            return self._gateway[fault]
         headers = request.headers
         problem = self._auth_problem(headers.get("authorization"), headers.get("auth-type"))
         if problem is not None:
@@ -146,6 +187,9 @@ class SandboxApp:
             stats.rejected_400 += 1
             stats.rejected_400_by_reason[verdict.reason] += 1
             return self._error(400, verdict.message, verdict.code)
+        if fault is Fault.REJECTED:
+            stats.faults[fault.value] += 1
+            return self._rejected
         event_id = verdict.event_id
         generated = event_id is None
         if event_id is None:
@@ -154,7 +198,10 @@ class SandboxApp:
             stats.stored += 1
         else:
             stats.duplicates += 1
-        return self._ok
+        if fault is Fault.NONE:
+            return self._ok
+        stats.faults[fault.value] += 1
+        return self._drop if fault is Fault.STORED_LOST else self._slow
 
     def _auth_problem(self, authorization: str | None, auth_type: str | None) -> str | None:
         if authorization is None:

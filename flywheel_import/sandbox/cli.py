@@ -15,7 +15,14 @@ from pathlib import Path
 
 from flywheel_import.errors import FlywheelImportError, UsageError
 
-from .config import DEFAULT_HOST, DEFAULT_KEY, DEFAULT_PORT, SandboxConfig, temporary_db_path
+from .config import (
+    DEFAULT_HOST,
+    DEFAULT_KEY,
+    DEFAULT_PORT,
+    DEFAULT_SLOW_MS,
+    SandboxConfig,
+    temporary_db_path,
+)
 from .server import SandboxServer, loop_factory
 from .store import export_ndjson
 
@@ -53,6 +60,44 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         help="fraction of requests whose connection is closed unanswered (%(default)s)",
     )
     parser.add_argument(
+        "--stored-lost-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of valid events stored, then their connection closed unanswered "
+        "(%(default)s)",
+    )
+    parser.add_argument(
+        "--slow-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of valid events stored at once but answered after --slow-ms "
+        "(%(default)s)",
+    )
+    parser.add_argument(
+        "--slow-ms",
+        type=float,
+        default=DEFAULT_SLOW_MS,
+        metavar="N",
+        help="how long a --slow-rate answer is held back (%(default)g)",
+    )
+    parser.add_argument(
+        "--throttle-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of requests answered 429 with Retry-After: 1, whatever the request "
+        "rate (%(default)s)",
+    )
+    parser.add_argument(
+        "--reject-rate",
+        type=float,
+        default=0.0,
+        metavar="F",
+        help="fraction of valid events answered 400 VALIDATION_ERROR (%(default)s)",
+    )
+    parser.add_argument(
         "--latency-ms",
         type=float,
         default=0.0,
@@ -61,6 +106,12 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--seed", type=int, default=0, help="seed of the fault sequence (%(default)s)"
+    )
+    parser.add_argument(
+        "--tls-cert", type=Path, metavar="PEM", help="serve https with this certificate (chain)"
+    )
+    parser.add_argument(
+        "--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert"
     )
     parser.add_argument(
         "--export",
@@ -83,8 +134,15 @@ def run_sandbox_command(args: argparse.Namespace) -> int:
         burst=args.burst,
         error_rate=args.error_rate,
         drop_rate=args.drop_rate,
+        stored_lost_rate=args.stored_lost_rate,
+        slow_rate=args.slow_rate,
+        slow_ms=args.slow_ms,
+        throttle_rate=args.throttle_rate,
+        reject_rate=args.reject_rate,
         latency_ms=args.latency_ms,
         seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
     )
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(config))
@@ -120,6 +178,7 @@ async def _serve(config: SandboxConfig) -> None:
         f"  url:    {server.url}\n"
         f"  key:    {config.key}   (send 'Authorization: {config.key}' and 'Auth-Type: api')\n"
         f"  db:     {config.db_path}\n"
+        f"  tls:    {config.tls_cert if config.tls else 'off'}\n"
         f"  seed:   {config.seed}\n"
         f"  faults: {config.describe_faults()}\n"
         "Press Ctrl-C to stop.",
@@ -134,7 +193,7 @@ async def _serve(config: SandboxConfig) -> None:
     stats = server.stats()
     print(
         f"Stopped: {stats['stored']} stored, {stats['duplicates']} duplicates, "
-        f"{stats['stored_total']} in {config.db_path}",
+        f"{stats['stored_total']} in {config.db_path}, {stats['connections']} connections",
         flush=True,
     )
 

@@ -25,6 +25,20 @@ DEFAULT_PORT = 8080
 #: How often buffered events are written to SQLite, in seconds (one transaction per tick).
 DEFAULT_FLUSH_INTERVAL = 0.05
 
+#: How long a ``slow`` fault holds its answer back: longer than any sane client timeout, so the
+#: client gives up on an event that is in fact stored.
+DEFAULT_SLOW_MS = 30_000.0
+
+#: The seeded fault rates, by flag; together they may not exceed 1 (one fault per request).
+FAULT_RATE_FLAGS = (
+    ("error_rate", "--error-rate"),
+    ("drop_rate", "--drop-rate"),
+    ("stored_lost_rate", "--stored-lost-rate"),
+    ("slow_rate", "--slow-rate"),
+    ("throttle_rate", "--throttle-rate"),
+    ("reject_rate", "--reject-rate"),
+)
+
 
 def default_burst(rate_limit: float) -> int:
     """Bucket capacity when ``--burst`` is omitted: a tenth of a second's worth, at least 1.
@@ -55,9 +69,16 @@ class SandboxConfig:
     burst: int | None = None
     error_rate: float = 0.0
     drop_rate: float = 0.0
+    stored_lost_rate: float = 0.0
+    slow_rate: float = 0.0
+    slow_ms: float = DEFAULT_SLOW_MS
+    throttle_rate: float = 0.0
+    reject_rate: float = 0.0
     latency_ms: float = 0.0
     seed: int = 0
     flush_interval: float = DEFAULT_FLUSH_INTERVAL
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not self.key or self.key != self.key.strip() or not self.key.isprintable():
@@ -73,13 +94,20 @@ class SandboxConfig:
                 raise UsageError("--burst needs --rate-limit")
             if self.burst < 1:
                 raise UsageError(f"--burst must be at least 1, got {self.burst}")
-        for flag, rate in (("--error-rate", self.error_rate), ("--drop-rate", self.drop_rate)):
+        rates = {flag: float(getattr(self, name)) for name, flag in FAULT_RATE_FLAGS}
+        for flag, rate in rates.items():
             if not 0.0 <= rate <= 1.0:
                 raise UsageError(f"{flag} must be between 0 and 1, got {rate}")
-        if self.error_rate + self.drop_rate > 1.0:
-            raise UsageError("--error-rate plus --drop-rate must not exceed 1")
-        if not (math.isfinite(self.latency_ms) and self.latency_ms >= 0):
-            raise UsageError(f"--latency-ms must be zero or more, got {self.latency_ms}")
+        if sum(rates.values()) > 1.0:
+            used = [flag for flag, rate in rates.items() if rate]
+            raise UsageError(
+                f"{', '.join(used)} together must not exceed 1, got {sum(rates.values()):g}"
+            )
+        for flag, ms in (("--latency-ms", self.latency_ms), ("--slow-ms", self.slow_ms)):
+            if not (math.isfinite(ms) and ms >= 0):
+                raise UsageError(f"{flag} must be zero or more, got {ms}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise UsageError("--tls-cert and --tls-key go together: give both or neither")
         if self.flush_interval <= 0:
             raise UsageError("the flush interval must be positive")
 
@@ -90,6 +118,11 @@ class SandboxConfig:
             return None
         return self.burst if self.burst is not None else default_burst(self.rate_limit)
 
+    @property
+    def tls(self) -> bool:
+        """Whether the sandbox serves HTTPS."""
+        return self.tls_cert is not None
+
     def describe_faults(self) -> str:
         """One line for the start banner, so a rehearsal log records what was injected."""
         parts = []
@@ -99,6 +132,14 @@ class SandboxConfig:
             parts.append(f"error rate {self.error_rate:g}")
         if self.drop_rate:
             parts.append(f"drop rate {self.drop_rate:g}")
+        if self.stored_lost_rate:
+            parts.append(f"stored-lost rate {self.stored_lost_rate:g}")
+        if self.slow_rate:
+            parts.append(f"slow rate {self.slow_rate:g} ({self.slow_ms:g} ms)")
+        if self.throttle_rate:
+            parts.append(f"throttle rate {self.throttle_rate:g}")
+        if self.reject_rate:
+            parts.append(f"reject rate {self.reject_rate:g}")
         if self.latency_ms:
             parts.append(f"latency {self.latency_ms:g} ms")
         return ", ".join(parts) if parts else "none"

@@ -20,6 +20,7 @@ from .config import (
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_HOST,
     DEFAULT_KEY,
+    DEFAULT_SLOW_MS,
     SandboxConfig,
     temporary_db_path,
 )
@@ -38,6 +39,7 @@ class Sandbox:
     ``db=None`` uses a fresh temporary directory, removed on exit; pass a path to keep the
     database (and to restart on it: stored events and their dedupe survive). The other
     arguments mirror the CLI flags; ``burst`` defaults to ``max(1, ceil(rate_limit / 10))``.
+    With ``tls_cert`` and ``tls_key`` (PEM files) it serves ``https://``.
     """
 
     def __init__(
@@ -49,11 +51,18 @@ class Sandbox:
         burst: int | None = None,
         error_rate: float = 0.0,
         drop_rate: float = 0.0,
+        stored_lost_rate: float = 0.0,
+        slow_rate: float = 0.0,
+        slow_ms: float = DEFAULT_SLOW_MS,
+        throttle_rate: float = 0.0,
+        reject_rate: float = 0.0,
         latency_ms: float = 0.0,
         seed: int = 0,
         host: str = DEFAULT_HOST,
         port: int = 0,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        tls_cert: str | Path | None = None,
+        tls_key: str | Path | None = None,
     ) -> None:
         self._temporary = db is None
         self.config = SandboxConfig(
@@ -65,9 +74,16 @@ class Sandbox:
             burst=burst,
             error_rate=error_rate,
             drop_rate=drop_rate,
+            stored_lost_rate=stored_lost_rate,
+            slow_rate=slow_rate,
+            slow_ms=slow_ms,
+            throttle_rate=throttle_rate,
+            reject_rate=reject_rate,
             latency_ms=latency_ms,
             seed=seed,
             flush_interval=flush_interval,
+            tls_cert=None if tls_cert is None else Path(tls_cert),
+            tls_key=None if tls_key is None else Path(tls_key),
         )
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -86,7 +102,10 @@ class Sandbox:
 
     @property
     def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:54321`` (POST to ``url + "/v1/events"``)."""
+        """Base URL, e.g. ``http://127.0.0.1:54321`` (POST to ``url + "/v1/events"``).
+
+        ``https://`` when the sandbox serves TLS.
+        """
         return self._running().url
 
     def start(self) -> Self:

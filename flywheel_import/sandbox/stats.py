@@ -1,11 +1,18 @@
 """Counters behind ``GET /sandbox/stats``: what a rehearsal's report should reconcile with.
 
 Only the API surface is counted (``/v1/events`` and unknown paths); reading ``/sandbox/*``
-never changes the numbers it reports. ``requests`` counts every ``POST /v1/events``; each one
-ends in exactly one of: ``stored``, ``duplicates`` (both answered 200, see ``accepted_200``),
-``rejected_400``, ``unauthorized_401``, ``unsupported_media_type_415``, ``throttled_429``,
-``faults`` (injected 500, 503, dropped). Requests whose HTTP framing is broken, on any path,
+never changes the request counters it reports. ``requests`` counts every ``POST /v1/events``;
+each one ends in exactly one of: ``stored``, ``duplicates`` (both accepted, see
+``accepted_200``), ``rejected_400`` (the body rules), ``unauthorized_401``,
+``unsupported_media_type_415``, ``throttled_429`` (the ``--rate-limit`` bucket), or the
+injected ``faults`` that refuse a request: ``500``, ``503``, ``dropped``, ``429`` (random
+throttling), ``400`` (random reject). The faults ``stored_lost`` and ``slow`` store the event,
+so their requests count in ``stored`` or ``duplicates`` as well; ``accepted_200`` includes
+them although their 200 is lost or late. Requests whose HTTP framing is broken, on any path,
 count only in ``malformed_http``. ``stored_total`` includes earlier runs on the same db.
+
+``connections`` counts TCP connections accepted, on any route (a stats read on a fresh
+connection counts its own): with keep-alive it stays near the client's concurrency.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ class Stats:
     not_found_404: int = 0
     method_not_allowed_405: int = 0
     malformed_http: int = 0
+    connections: int = 0
 
     def snapshot(self, stored_total: int) -> dict[str, Any]:
         """The JSON document; ``stored_total`` includes events from earlier runs on the db."""
@@ -53,4 +61,5 @@ class Stats:
             "not_found_404": self.not_found_404,
             "method_not_allowed_405": self.method_not_allowed_405,
             "malformed_http": self.malformed_http,
+            "connections": self.connections,
         }

@@ -5,10 +5,14 @@ received so a rehearsal can check the importer's encoding byte for byte. WAL mod
 ``synchronous=NORMAL``: a crash of the sandbox loses nothing committed, and batched commits stay
 cheap. :class:`EventStore` is synchronous and meant to be used from one thread at a time (the
 writer thread of :mod:`.writer`); :func:`iter_events` reads a file on its own, for ``--export``.
+
+The events are someone's export, so a new database is created mode 0600 (SQLite gives its
+``-wal`` and ``-shm`` files the database's mode); an existing file keeps the mode it has.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -36,6 +40,8 @@ class EventStore:
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Created here rather than by sqlite3, which would apply the umask (often 0644).
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         # The writer thread is not the thread that opens the store; access is serialized.
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")

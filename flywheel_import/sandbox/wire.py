@@ -8,8 +8,9 @@ order, one request at a time per connection), ``Content-Length`` and chunked bod
 since the next request's start can no longer be found.
 
 The application behind it decides everything else; it may answer at once, after a delay (the
-connection stays busy meanwhile, so later pipelined requests wait), asynchronously, or by
-dropping the connection.
+connection stays busy meanwhile, so later pipelined requests wait; other connections do not),
+asynchronously, or by dropping the connection. The same protocol serves TLS connections:
+asyncio does the encryption below it.
 """
 
 from __future__ import annotations
@@ -127,13 +128,16 @@ class HttpConnection(asyncio.Protocol):
         self._reading_paused = False
         self._writing_paused = False  # the client is not reading its answers
         self._timer: asyncio.TimerHandle | None = None
+        self._delayed: tuple[Response, Request] | None = None  # what the timer will send
         self._task: asyncio.Future[Response] | None = None
+        self._tls = False
 
     # asyncio callbacks
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self._transport = cast(asyncio.Transport, transport)
+        self._tls = transport.get_extra_info("ssl_object") is not None
         self._registry.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -143,7 +147,8 @@ class HttpConnection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         # A half-closed client still gets the answers it is owed; then we close. Complete
         # requests are handled as they arrive, so when idle the buffer holds only a fragment.
-        if not self._busy:
+        # TLS has no half-close: its transport closes whatever we return.
+        if not self._busy or self._tls:
             return None
         self._eof = True
         return True
@@ -168,11 +173,17 @@ class HttpConnection(asyncio.Protocol):
     # lifecycle
 
     def shutdown(self) -> None:
-        """Close now if idle, else right after the answer in progress."""
-        if self._busy:
-            self._close_after_response = True
-        else:
+        """Close now if idle, else right after the answer in progress.
+
+        A delayed answer is sent at once: the delay is simulated, its outcome already decided.
+        """
+        if not self._busy:
             self._close()
+            return
+        self._close_after_response = True
+        if self._timer is not None and self._delayed is not None:
+            self._timer.cancel()
+            self._finish(*self._delayed)
 
     def abort(self) -> None:
         """Close at once, discarding any answer in progress (shutdown grace has run out)."""
@@ -206,6 +217,7 @@ class HttpConnection(asyncio.Protocol):
                 self._write(result, request.keep_alive, request.http10)
                 return
             self._busy = True
+            self._delayed = (result, request)
             self._timer = self._loop.call_later(result.delay, self._finish, result, request)
             return
         self._busy = True
@@ -223,6 +235,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _finish(self, response: Response, request: Request) -> None:
         self._timer = None
+        self._delayed = None
         self._busy = False
         self._write(response, request.keep_alive, request.http10)
         if not self._closed:
