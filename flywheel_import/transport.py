@@ -32,7 +32,9 @@ import yarl
 from .errors import ConfigError, UsageError
 from .urls import host_port, is_loopback, redact_userinfo
 
-_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+#: X509_V_ERR_HOSTNAME_MISMATCH, _EMAIL_MISMATCH, _IP_ADDRESS_MISMATCH: a trusted certificate
+#: for another name, which no CA bundle mends.
+_NAME_MISMATCH = frozenset({62, 63, 64})
 
 
 # --- trust -----------------------------------------------------------------------------------
@@ -217,7 +219,7 @@ def describe(
 def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> Failure:
     cert = exc.certificate_error
     reason = (getattr(cert, "verify_message", None) or _ssl_reason(cert) or str(cert)).rstrip(".")
-    if getattr(cert, "verify_code", None) == _HOSTNAME_MISMATCH:
+    if getattr(cert, "verify_code", None) in _NAME_MISMATCH:
         hint = "check api.url: the certificate names another host"
     else:
         hint = "set api.ca_bundle or SSL_CERT_FILE"
