@@ -3,8 +3,8 @@
 Every tunnel goes to 127.0.0.1 at the requested port, whatever host was asked for, so a test
 can use a name the machine cannot resolve (``api.flywheel.test``): only the proxy "resolves"
 it, which shows the client really went through the proxy. With `credentials` set, a CONNECT
-without the matching ``Proxy-Authorization: Basic ...`` is answered 407. Anything but CONNECT
-is answered 405. Runs in the test's event loop::
+without the matching ``Proxy-Authorization: Basic ...`` is answered 407, one to a port nobody
+listens on 502. Anything but CONNECT is answered 405. Runs in the test's event loop::
 
     async with ConnectProxy() as proxy:
         ... HTTPS_PROXY=proxy.url ...
@@ -81,7 +81,12 @@ class ConnectProxy:
             await writer.drain()
             return
         port = int(target.rpartition(":")[2])
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:  # as a real proxy answers when it cannot reach the host
+            writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            return
         self.tunnels += 1
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()

@@ -205,6 +205,17 @@ async def test_describe_a_proxy_nobody_listens_on_names_the_variable() -> None:
     assert "Zq9-secret" not in failure.text
 
 
+@pytest.mark.anyio
+async def test_describe_a_proxy_that_cannot_reach_the_api_is_like_a_refused_connection() -> None:
+    async with ConnectProxy() as proxy:
+        exc = await failure_of(f"https://{PROXIED_HOST}:{free_port()}/v1/events",
+                               proxy=proxy.url)
+    failure = describe(exc, timeout=10, proxy=yarl.URL(proxy.url))
+    assert failure.kind is Kind.REFUSED
+    assert failure.text == (f"proxy {proxy.url.removeprefix('http://')} could not reach the API "
+                            "(502 Bad Gateway): check api.url and HTTPS_PROXY")
+
+
 def test_describe_timeouts_and_other_errors_without_url_credentials() -> None:
     assert describe(TimeoutError(), timeout=2.5).text == "timeout after 2.5s"
     assert describe(TimeoutError(), timeout=2.5).kind is Kind.TIMEOUT
