@@ -72,6 +72,9 @@ class SourceConfig(_Strict):
 
 
 class ApiConfig(_Strict):
+    """Where and how hard to send. ``ca_bundle``: a PEM file of CA certificates trusted on top
+    of the system store (a corporate CA); certificate verification cannot be turned off."""
+
     url: str = "https://api.flywheel.cx"
     key_env: Annotated[str, Field(min_length=1)] = "FLYWHEEL_API_KEY"
     rate_limit: Annotated[float, Field(ge=0)] = 100
@@ -80,6 +83,7 @@ class ApiConfig(_Strict):
     timeout: Annotated[float, Field(gt=0)] = 10
     max_attempts: Annotated[int, Field(ge=1, le=100)] = 8
     max_body_bytes: Annotated[int, Field(ge=64)] = 32768
+    ca_bundle: Annotated[str, Field(min_length=1)] | None = None
 
 
 class ColumnRef(_Strict):

@@ -29,7 +29,11 @@ class UsageError(FlywheelImportError):
 
 
 class ApiAbort(FlywheelImportError):
-    """The API refused the whole run (401/403): stop at once, send nothing more."""
+    """The run cannot go on: stop at once, send nothing more.
+
+    The API refused the key (401/403), the URL or proxy is wrong (3xx, 404, 405, 407), or an
+    endpoint that never answered cannot be trusted or reached (see ``reachability``).
+    """
 
     exit_code = 3
 

@@ -240,18 +240,28 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
 
 # --- sending ---------------------------------------------------------------------------------
 
-_LOOPBACK = {"localhost", "::1"}
-
-
 def resolve_url(cfg: Config, api_url: str | None, *, allow_insecure_http: bool) -> str:
-    """``--api-url`` > ``FLYWHEEL_API_URL`` > ``api.url``; plain http only to loopback."""
+    """``--api-url`` > ``FLYWHEEL_API_URL`` > ``api.url``; plain http only to loopback.
+
+    Loopback is ``localhost``, 127.0.0.0/8 and ``::1`` by address, never by prefix: a name such
+    as ``127.evil.example`` is remote. A URL carrying ``user:password@`` is refused (the key has
+    its own header) and never echoed.
+    """
+    from .urls import is_loopback, redact_userinfo
+
     url = api_url or os.environ.get("FLYWHEEL_API_URL") or cfg.api.url
-    parsed = urlsplit(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise UsageError(f"API URL must look like https://host[:port], got {url!r}")
-    host = parsed.hostname
-    loopback = host in _LOOPBACK or host.startswith("127.")
-    if parsed.scheme == "http" and not loopback and not allow_insecure_http:
+    shape = f"API URL must look like https://host[:port], got {redact_userinfo(url)!r}"
+    try:
+        parsed = urlsplit(url)
+        host, _ = parsed.hostname, parsed.port  # a port that is not a number raises
+    except ValueError:
+        raise UsageError(shape) from None
+    if parsed.scheme not in ("http", "https") or not host:
+        raise UsageError(shape)
+    if parsed.username is not None or parsed.password is not None:
+        raise UsageError("API URL must not carry a user or password (the key is sent in its "
+                         f"own header): got {redact_userinfo(url)!r}")
+    if parsed.scheme == "http" and not is_loopback(host) and not allow_insecure_http:
         raise UsageError(f"refusing to send the API key over plain http to {host}: use https, "
                          "or pass --allow-insecure-http if you really mean it")
     return url
@@ -292,15 +302,18 @@ async def run_import_async(
     # The network stack loads only when sending (a dry run stays lighter).
     from .dispatch import Settling, Straggler, dispatch
     from .sender import Sender, SendSettings
+    from .transport import tls_context
 
     started = time.perf_counter()
     cfg = as_config(config)
     url = resolve_url(cfg, api_url, allow_insecure_http=allow_insecure_http)
+    ca_bundle = cfg.resolve(cfg.api.ca_bundle) if cfg.api.ca_bundle else None
     settings = SendSettings(
         url=url, key=key or read_key(cfg),
         concurrency=concurrency or cfg.api.concurrency, timeout=cfg.api.timeout,
         max_attempts=cfg.api.max_attempts,
-        rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst)
+        rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst,
+        tls=tls_context(ca_bundle, where=f"{cfg.origin}: api.ca_bundle"))
     run = await anyio.to_thread.run_sync(functools.partial(
         open_session, cfg, inputs, rejects, report, progress=progress, dry_run=False,
         started=started))

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -25,8 +26,11 @@ import anyio
 import yarl
 
 from .errors import ApiAbort, ErrorCode, UsageError
-from .outcomes import OK, TIMEOUT, Decision, Verdict, classify, parse_retry_after
+from .outcomes import OK, Decision, Secrets, Verdict, abort_message, classify, parse_retry_after
 from .ratelimit import RateLimiter
+from .reachability import Reachability
+from .transport import Failure, describe, proxy_for, proxy_variable, tls_context
+from .urls import redact_userinfo
 
 __all__ = [
     "Decision",
@@ -61,7 +65,9 @@ class SendSettings:
     `rate_limit` is requests per second (0: no limit, 429s still pause and slow the run);
     `timeout` is per attempt; `max_attempts` counts the first one; a Retry-After longer than
     `retry_after_max` seconds is cut to it so a server's "come back tomorrow" cannot stall the
-    run (the row ends ``RETRIES_EXHAUSTED`` instead, after its attempts).
+    run (the row ends ``RETRIES_EXHAUSTED`` instead, after its attempts). `tls` is the trust
+    to verify the API with (the system store when None); `grace` is how long an API that has
+    never answered may stay unresolvable or refuse connections before the run stops.
     """
 
     url: str
@@ -75,11 +81,17 @@ class SendSettings:
     backoff_max: float = 30.0
     retry_after_max: float = 300.0
     user_agent: str = field(default_factory=lambda: f"flywheel-import/{_version()}")
+    tls: ssl.SSLContext | None = field(default=None, repr=False, compare=False)
+    grace: float = 10.0
 
     def __post_init__(self) -> None:
         parsed = yarl.URL(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise UsageError(f"API URL must be http(s)://host[:port][/path], got {self.url!r}")
+            raise UsageError("API URL must be http(s)://host[:port][/path], got "
+                             f"{redact_userinfo(self.url)!r}")
+        if parsed.user is not None or parsed.password is not None:
+            raise UsageError("API URL must not carry a user or password (the key is sent in "
+                             f"its own header): got {redact_userinfo(self.url)!r}")
         if not self.key or any(not c.isprintable() for c in self.key):
             raise UsageError("API key is empty or contains a line break or control character")
         if self.concurrency < 1 or self.max_attempts < 1:
@@ -90,6 +102,8 @@ class SendSettings:
             or (self.burst is not None and self.burst < 1)
         ):
             raise UsageError("timeout must be > 0, rate_limit >= 0 and burst >= 1")
+        if not self.grace >= 0:
+            raise UsageError("grace must be >= 0")
 
     @property
     def endpoint(self) -> str:
@@ -205,7 +219,8 @@ class Sender:
     Use as ``async with Sender(settings) as sender``; `concurrency` coroutines then share it,
     each awaiting :meth:`send`. `sleep`, `rng` and `clock` are injectable so tests never wait;
     they also drive the default :class:`RateLimiter` (an injected `limiter` must use the same
-    `clock`: send times are passed to it). After a 401/403 every send raises
+    `clock`: send times are passed to it). Once the run is stopped (key refused, wrong
+    endpoint, or an endpoint that cannot work: see :mod:`.reachability`) every send raises
     :class:`ApiAbort` before its next attempt; a send asleep in a backoff raises when it wakes
     (the pipeline's task group cancels it sooner). :meth:`attempt` makes one attempt and says
     when to retry; :meth:`send` retries in place.
@@ -235,6 +250,10 @@ class Sender:
             "Content-Type": "application/json",
             "User-Agent": settings.user_agent,
         }
+        self._secrets = Secrets.of(settings.key)
+        self._reach = Reachability(grace=settings.grace)
+        self._route: dict[str, Any] = {}  # per-request proxy options, when there is a proxy
+        self._proxy: yarl.URL | None = None
         self._session: aiohttp.ClientSession | None = None
         self._abort: str | None = None
 
@@ -248,16 +267,22 @@ class Sender:
 
     @property
     def aborted(self) -> bool:
-        """True once the API refused the key: every later :meth:`send` raises ApiAbort."""
+        """True once the run is stopped: every later :meth:`send` raises ApiAbort."""
         return self._abort is not None
 
     async def __aenter__(self) -> Self:
         s = self.settings
+        self._proxy = proxy_for(self._url)
+        if self._proxy is not None:
+            # aiohttp copies a session's default headers into the CONNECT it sends the proxy,
+            # in clear: the key must go with each request instead.
+            self._route = {"proxy": self._proxy, "headers": self._headers}
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=s.concurrency, ttl_dns_cache=300),
+            connector=aiohttp.TCPConnector(
+                limit=s.concurrency, ttl_dns_cache=300, ssl=s.tls or tls_context()),
             # The pool holds one connection per worker, so `total` is the request's own time.
             timeout=aiohttp.ClientTimeout(total=s.timeout),
-            headers=self._headers,
+            headers=None if self._proxy else self._headers,
             cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self
@@ -273,7 +298,7 @@ class Sender:
             self._session = None
 
     async def send(self, body: bytes) -> Outcome:
-        """Send one body until accepted, rejected or out of attempts; ApiAbort on 401/403.
+        """Send one body until accepted, rejected or out of attempts; ApiAbort on a stop.
 
         Waits out each retry in place (the pipeline uses :meth:`attempt` instead, so a row
         waiting to retry holds no worker). The same `body` bytes go out on every attempt, so
@@ -292,7 +317,7 @@ class Sender:
         """Make attempt number `attempt` (1-based) for `body`: a final :class:`Outcome`, or
         a :class:`Retry` saying how long to wait before the next attempt.
 
-        Raises :class:`ApiAbort` when the API refuses the key (now or earlier in the run).
+        Raises :class:`ApiAbort` once the run is stopped (now or earlier in the run).
         """
         session = self._session
         if session is None:
@@ -308,9 +333,11 @@ class Sender:
         data: bytes | None = None
         headers: Mapping[str, str] | None = None
         error: str | None = None
+        failure: Failure | None = None
         sent = clock()
         try:
-            resp = await session.post(self._url, data=body, allow_redirects=False)
+            resp = await session.post(
+                self._url, data=body, allow_redirects=False, **self._route)
             try:
                 status = resp.status
                 if not 200 <= status < 300:  # a 2xx body says nothing we need
@@ -318,14 +345,15 @@ class Sender:
                     headers = resp.headers
             finally:
                 resp.release()
-        except TimeoutError:
-            status, error = None, f"{TIMEOUT} after {self.settings.timeout:g}s"
-        except (aiohttp.ClientError, OSError) as exc:
-            status, error = None, f"{type(exc).__name__}: {exc}"
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            failure = describe(exc, timeout=self.settings.timeout, proxy=self._proxy,
+                               variable=proxy_variable(self._url))
+            status, error = None, failure.text
         stats.record_latency(clock() - sent)
-        verdict = classify(status, data, headers, error)
+        verdict = classify(status, data, headers, error, secrets=self._secrets)
 
         if verdict is OK:
+            self._reach.on_success()
             limiter.on_success()
             stats.accepted += 1
             if attempt == 1 and status == 200:
@@ -337,12 +365,15 @@ class Sender:
         if verdict.decision is Decision.REJECT:
             stats.rejected += 1
             return Outcome(False, code, message, attempt, status)
-        if verdict.decision is Decision.ABORT:
-            self._abort = (
-                f"API refused the key (HTTP {status}): check that the API key is valid and "
-                f"allowed to send events (API said: {message})"
-            )
+        if verdict.decision is Decision.ABORT and status is not None:
+            self._abort = abort_message(status, message, str(self._url))
             raise ApiAbort(self._abort)
+        if failure is not None:
+            stop = self._reach.on_failure(failure.kind, message or failure.text, clock(),
+                                          last=attempt >= self.settings.max_attempts)
+            if stop is not None:
+                self._abort = stop
+                raise ApiAbort(stop)
         retry_after = verdict.retry_after
         if retry_after is not None and retry_after > self.settings.retry_after_max:
             retry_after = self.settings.retry_after_max

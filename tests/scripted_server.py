@@ -8,14 +8,16 @@ real loopback HTTP, not mocks::
     assert len(server.requests) == 3
 
 Each request takes the next :class:`Reply` of the script; once it runs out, `then` answers
-every further request. A bare int is shorthand for ``Reply(status)``.
+every further request. A bare int is shorthand for ``Reply(status)``. Given an
+``ssl.SSLContext`` it serves https; `port` picks the port (0: a free one).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Mapping
+import ssl
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -28,11 +30,13 @@ ACCEPTED_BODY = b'{"success": true, "message": "Event tracked successfully"}'
 
 @dataclass(frozen=True)
 class Reply:
-    """One scripted answer: `status` and `body` (bytes, or an object sent as JSON) after
-    `delay` seconds; or, with `drop`, the connection closed without any answer."""
+    """One scripted answer: `status` and `body` (bytes, or an object sent as JSON, or a function
+    of the request received that returns one) after `delay` seconds; or, with `drop`, the
+    connection closed without any answer."""
 
     status: int = 200
-    body: bytes | Mapping[str, Any] = ACCEPTED_BODY
+    body: bytes | Mapping[str, Any] | Callable[[Received], bytes | Mapping[str, Any]] = (
+        ACCEPTED_BODY)
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
@@ -64,11 +68,14 @@ class Received:
 class ScriptedServer:
     """Answers requests from a script of replies; records every request it received."""
 
-    def __init__(self, *script: Reply | int, then: Reply | int = 200) -> None:
+    def __init__(self, *script: Reply | int, then: Reply | int = 200,
+                 ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
         self._script = [self._reply(r) for r in script]
         self._then = self._reply(then)
+        self._ssl = ssl_context
         self.requests: list[Received] = []
         self.url = ""
+        self.port = port
         self._runner: web.AppRunner | None = None
         self._closing = asyncio.Event()
 
@@ -81,10 +88,10 @@ class ScriptedServer:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self._ssl)
         await site.start()
-        host, port = self._runner.addresses[0][:2]
-        self.url = f"http://{host}:{port}"
+        host, self.port = self._runner.addresses[0][:2]
+        self.url = f"{'https' if self._ssl else 'http'}://{host}:{self.port}"
         return self
 
     async def __aexit__(
@@ -100,9 +107,9 @@ class ScriptedServer:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         body = await request.read()
         peer = request.transport.get_extra_info("peername") if request.transport else None
-        self.requests.append(
-            Received(request.method, request.path, dict(request.headers), body, peer and peer[:2])
-        )
+        received = Received(
+            request.method, request.path, dict(request.headers), body, peer and peer[:2])
+        self.requests.append(received)
         reply = self._script.pop(0) if self._script else self._then
         if reply.delay:
             with contextlib.suppress(TimeoutError):
@@ -111,7 +118,8 @@ class ScriptedServer:
             assert request.transport is not None
             request.transport.abort()
             raise asyncio.CancelledError  # nothing more to do on a dead connection
-        payload = reply.body if isinstance(reply.body, bytes) else orjson.dumps(reply.body)
+        content = reply.body(received) if callable(reply.body) else reply.body
+        payload = content if isinstance(content, bytes) else orjson.dumps(content)
         return web.Response(
             status=reply.status,
             body=payload,
