@@ -1,7 +1,8 @@
 """Command line: flags -> library call -> one-line errors and exit codes.
 
 Exit codes: 0 every row accepted (or valid, in a dry run), 1 finished with rejects,
-2 usage/config/input error (one line, no traceback), 3 aborted by the API (key refused),
+2 usage/config/input error (one line, no traceback), 3 the run cannot go on (key refused,
+wrong URL or proxy, API unreachable or untrusted; the summary says what is still to do),
 4 an unexpected internal error (a bug: set FLYWHEEL_IMPORT_DEBUG=1 for the traceback),
 130 interrupted.
 """
@@ -90,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _dispatch(args)
     except FlywheelImportError as e:
         _say(f"flywheel-import: error: {e}", sys.stderr)
+        if isinstance(e.report, Report):  # a run that had started: what was done, what is not
+            _say(e.report.summary(), sys.stdout)
         return e.exit_code
     except BrokenPipeError:  # the reader of the sandbox's output went away: not an error
         _silence(sys.stdout)

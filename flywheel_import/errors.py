@@ -11,9 +11,14 @@ from enum import StrEnum
 
 
 class FlywheelImportError(Exception):
-    """Root of every error this package raises on purpose."""
+    """Root of every error this package raises on purpose.
+
+    ``report`` is the run's :class:`~.report.Report` when the error stopped a run that had
+    started (what was done, and what is still to do), else None.
+    """
 
     exit_code = 2
+    report: object | None = None
 
 
 class ConfigError(FlywheelImportError):

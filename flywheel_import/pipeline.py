@@ -368,6 +368,8 @@ async def run_import_async(
     except BaseException as e:
         err = _first_error(e)
         result.error = str(err) if err is not None else type(e).__name__
+        if isinstance(err, FlywheelImportError):
+            err.report = result
         if err is not None and err is not e:
             raise err from None
         raise

@@ -446,6 +446,8 @@ async def test_a_port_nobody_listens_on_stops_the_cli_with_exit_3(tmp_path: Path
     [line] = result.err.strip().splitlines()
     assert f"connection refused by 127.0.0.1:{port}: is the API running? check api.url" in line
     assert_stopped_with_nothing_rejected(tmp_path, 30)
+    # The summary on stdout says the run stopped and how much is still to do.
+    assert "Import STOPPED" in result.out and "not settled (still to do): 30" in result.out
 
 
 @pytest.mark.anyio
