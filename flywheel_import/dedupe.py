@@ -1,10 +1,11 @@
 """Event ids seen so far in a run, in 8 bytes per id, for ``DUPLICATE_EVENT_ID``.
 
 A Python set of id strings costs ~100 bytes per row: 40 MB per million rows, growing with the
-file. Instead each id is reduced to a 64-bit fingerprint (a polars hash of the id, or of the
-event's content for derived ids: it only needs to be stable within one run) kept in a few
-sorted numpy arrays merged like an LSM tree behind a 2 MiB bit filter, so most lookups are
-one cached memory access and memory is 8 bytes per kept id.
+file. Instead each id is reduced to a 64-bit fingerprint (a polars hash of the id or, for a
+derived id, :meth:`~.encode.Encoder.content_hash` of the event's core, equal exactly when the
+ids are; it only needs to be stable within one run) kept in a few sorted numpy arrays merged
+like an LSM tree behind a 2 MiB bit filter, so most lookups are one cached memory access and
+memory is 8 bytes per kept id.
 Two different ids share a fingerprint with probability about n^2 / 2^65 (under 1e-4 for 50
 million rows).
 """

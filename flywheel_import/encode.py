@@ -12,6 +12,8 @@ identify and the properties in column order. A derived id is computed from it
 
 from __future__ import annotations
 
+import functools
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -48,7 +50,9 @@ class Encoder:
                               for c in quoted)
         self._escape = {c: bool(v) for c, v in checks.row(0, named=True).items()}
         self._escape["timestamp"] = False  # RFC 3339 text never needs escaping
-        self._nulls = {c: frame.get_column(c).null_count() > 0 for c in frame.columns}
+        nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
+        self._nulls = {c: n > 0 for c, n in nulls.items()}
+        self._all_null = {c: n == frame.height for c, n in nulls.items()}
         self._timestamp = timestamp
         self._timestamp_is_datetime = timestamp and isinstance(
             frame.schema.get("timestamp"), pl.Datetime)
@@ -145,15 +149,40 @@ class Encoder:
         return total.cast(pl.Int64)
 
     def content_hash(self) -> pl.Expr:
-        """A 64-bit hash of everything the core holds (equal cores <=> equal inputs)."""
-        cols = ["event", "user_id", "anonymous_id", "identify",
-                *(m.column for m in self._properties)]
+        """A 64-bit fingerprint of the core: equal exactly when the cores are equal (so when
+        the derived ids are), but computed without writing the core's text.
+
+        A chain over the members in the order the core writes them: each present member
+        mixes in its key, whether its value is written as a JSON string, and the value; a
+        null member is skipped, as the core omits it. So ``{"page": "home"}`` and
+        ``{"screen": "home"}`` differ, ``"5"`` and ``5`` differ, and a null in a column that
+        another file does not have changes nothing. Two different cores share a fingerprint
+        with probability about 2^-64 per pair.
+        """
+        h: pl.Expr = pl.lit(_CHAIN_START, pl.UInt64)
+        for seed, column in self._chain():
+            if column is None:  # a member every core has, or the start of the properties
+                h = _mix(h, pl.lit(seed, pl.UInt64))
+            elif not self._all_null.get(column, False):
+                step = _mix(h, pl.col(column).hash(seed=seed))
+                h = pl.when(pl.col(column).is_null()).then(h).otherwise(step) if (
+                    self._nulls.get(column, True)) else step
+        return h
+
+    def _chain(self) -> list[tuple[int, str | None]]:
+        """(seed naming the member, column or None) for each member of the core, in order."""
+        out: list[tuple[int, str | None]] = [
+            (_seed("event", "event", True), "event"),
+            (_seed("event", "user_id", True), "user_id"),
+            (_seed("event", "anonymous_id", True), "anonymous_id")]
         if self._timestamp:
-            cols.append("timestamp")
-        # One independently seeded hash per field, xor-ed: position matters, nulls hash too.
-        out = pl.col(cols[0]).hash(seed=0x5EED)
-        for i, c in enumerate(cols[1:], start=1):
-            out = out.xor(pl.col(c).hash(seed=0x5EED + i))
+            out.append((_seed("event", "timestamp", True), "timestamp"))
+        if self._identify is None:
+            out.append((_seed("event", "identify", False), "identify"))
+        elif self._identify:
+            out.append((_seed("event", "identify", False, "true"), None))
+        out.append((_seed("properties"), None))
+        out += [(_seed("property", m.key, m.quoted), m.column) for m in self._properties]
         return out
 
     def body(self, event_id_column: str = "event_id") -> pl.Expr:
@@ -177,6 +206,21 @@ def rfc3339_length(instant: pl.Expr) -> pl.Expr:
     return (pl.when(us == 0).then(20).when(us % 1000 == 0).then(24).otherwise(27)
             .cast(pl.Int64))
 
+
+@functools.lru_cache(maxsize=4096)
+def _seed(*parts: str | bool) -> int:
+    """A fixed 64-bit number naming a member: its place (event or properties), its key and
+    whether its value is a JSON string."""
+    digest = hashlib.blake2b(orjson.dumps(parts), digest_size=8).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _mix(h: pl.Expr, value_hash: pl.Expr) -> pl.Expr:
+    """The next link of the chain: rehashing makes it depend on the order of the members."""
+    return (h ^ value_hash).hash(seed=_MIX_SEED)
+
+
+_CHAIN_START, _MIX_SEED = _seed("core"), _seed("mix")
 
 #: Bytes the body adds to the core besides the id's JSON: it wraps the core as
 #: '{"event":' + '{"event_id":' + id + ',' + core without its '{' + '}'.

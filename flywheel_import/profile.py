@@ -12,14 +12,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import polars as pl
 
-from .config import SourceConfig
+from .config import CsvOptions, SourceConfig
+from .csvsplit import RecordSplitter
 from .errors import InputError
-from .inputs import SourceFile
-from .sources import ROW, csv_dialect, flatten, parquet_file, read_batches
+from .inputs import SourceFile, open_stream
+from .sources import ROW, csv_dialect, flatten, header_names, parquet_file, read_batches
 
 TextKind = Literal["number", "boolean", "string"]
 
@@ -27,7 +29,7 @@ TextKind = Literal["number", "boolean", "string"]
 #: before and after the point (so ids and card numbers are not rounded by float64).
 PLAIN_NUMBER = r"^-?(?:0|[1-9][0-9]{0,14})(?:\.[0-9]{1,15})?(?:[eE][+-]?[0-9]{1,3})?$"
 PLAIN_BOOLEAN = r"^(?i:true|false)$"
-_SAMPLE_ROWS = 1000
+_HEAD_ROWS = 1000
 
 
 @dataclass(slots=True)
@@ -57,95 +59,158 @@ def profile(src: SourceFile, source: SourceConfig, *, wants_kind: Callable[[str]
             return fast
     schemas: list[dict[str, pl.DataType]] = []
     rows = 0
-    counts: dict[str, list[int]] = {}
+    stats: dict[str, KindStats] = {}
     for batch in read_batches(src, source.csv, max(source.batch_rows, 100_000)):
         rows += batch.rows
         if on_bytes:
             on_bytes(batch.bytes_read)
         frame = batch.frame.drop(ROW)
         schemas.append(dict(frame.schema))
-        if is_csv and frame.height:
-            _count_kinds(frame, [c for c in frame.columns if wants_kind(c)], counts)
-    return FileProfile(src, _unify(src, schemas), rows, _kinds(counts), is_text=is_csv)
+        if is_csv:
+            for c, s in column_stats(frame, [c for c in frame.columns if wants_kind(c)]).items():
+                stats[c] = stats.get(c, KindStats()).join(s)
+    kinds = {c: s.kind for c, s in stats.items()}
+    return FileProfile(src, _unify(src, schemas), rows, kinds, is_text=is_csv)
 
 
 def _native_csv_profile(src: SourceFile, source: SourceConfig,
                         wants_kind: Callable[[str], bool]) -> FileProfile | None:
     """polars' own parallel scan, for plain UTF-8 files: several times faster than ours.
 
-    Anything it cannot parse (too many fields, bad quoting, invalid UTF-8) raises, and the exact
-    reader profiles the file instead (None). What it lets through, rows with too few fields,
-    only adds values, so it can turn a column into text but never hide a text value; the
-    mapping also writes any value that is not a plain number as a JSON string, so even a
-    misjudged column can never produce invalid JSON. The row count only sizes the progress bar.
+    It must reach the decision the exact reader would (the same row must give the same event
+    id whether the file is read plain or compressed), so it computes the same
+    :class:`KindStats` over the same values, or gives up (None) and the exact reader profiles
+    the file. What polars refuses (too many fields, bad quoting, invalid UTF-8) raises. What it
+    lets through differently, records with too few fields (padded with nulls, where the reader
+    rejects the record and counts none of its values) and blank lines (rows of nulls), leaves
+    nulls in the last column: such a file is accepted only if counting delimiters proves every
+    record whole. Column names are the reader's own (stripped, ``column_<i>`` when empty).
     """
     delimiter, quote = csv_dialect(src, source.csv)
     try:
+        names = _reader_names(src, source.csv)
         lazy = pl.scan_csv(src.path, has_header=source.csv.header, separator=delimiter,
                            quote_char=quote, infer_schema=False)
-        names = lazy.collect_schema().names()
-        if not source.csv.header:
-            names = [f"column_{i + 1}" for i in range(len(names))]
-            lazy = lazy.rename(dict(zip(lazy.collect_schema().names(), names, strict=True)))
-        if len(set(names)) != len(names) or any(not n or n != n.strip() for n in names):
-            return None  # let the exact reader name or refuse them
-        # The first rows give each column its only possible kind; the scan then checks every
-        # value against that one pattern (a column with text in its first rows is text).
-        guess: dict[str, TextKind] = {}
+        found = lazy.collect_schema().names()
+        if not names or len(found) != len(names):
+            return None
+        lazy = lazy.rename(dict(zip(found, names, strict=True)))
         wanted = [c for c in names if wants_kind(c)]
+        aggs: list[pl.Expr] = [pl.len().alias("rows")]
+        stats: dict[str, KindStats] = {}
         if wanted:
-            head = lazy.select(wanted).head(_SAMPLE_ROWS).collect()
-            for c in wanted:
-                values = head.get_column(c).drop_nulls()
-                values = values.filter(values != "")
-                if values.len() and values.str.contains(PLAIN_NUMBER).all():
-                    guess[c] = "number"
-                elif values.len() and values.str.contains(PLAIN_BOOLEAN).all():
-                    guess[c] = "boolean"
-                else:
-                    guess[c] = "string"
-        scan = [c for c, kind in guess.items() if kind != "string"]
-        aggs: list[pl.Expr] = [pl.len().alias("__rows")]
-        for c in scan:
-            value = pl.when(pl.col(c) != "").then(pl.col(c))  # "" is empty, as in the reader
-            pattern = PLAIN_NUMBER if guess[c] == "number" else PLAIN_BOOLEAN
-            aggs += [value.count().alias(f"n{c}"), value.str.contains(pattern).sum().alias(f"m{c}")]
-        row = lazy.select(aggs).collect(engine="streaming").row(0)
-    except (pl.exceptions.PolarsError, OSError, ValueError):
+            # The first rows settle what they can (one value that is not a number rules
+            # "number" out for the whole file); the scan tests every value for what is open.
+            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted)
+            aggs.append(pl.col(names[-1]).null_count().alias("gaps"))
+        open_cols = [c for c in wanted if not stats[c].settled]
+        for i, c in enumerate(open_cols):
+            aggs += stats_exprs(c, f"s{i}", numbers=stats[c].all_numbers,
+                                booleans=stats[c].all_booleans)
+        row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
+        rows = int(row["rows"])
+        if row.get("gaps") and not _whole_records(src, delimiter, quote, len(names),
+                                                  rows + int(source.csv.header)):
+            return None
+    except (pl.exceptions.PolarsError, OSError, ValueError, InputError):
         return None
-    kinds = dict(guess)
-    for i, c in enumerate(scan):
-        nonnull, matching = int(row[1 + 2 * i] or 0), int(row[2 + 2 * i] or 0)
-        if not nonnull or matching != nonnull:
-            kinds[c] = "string"
-    return FileProfile(src, dict.fromkeys(names, pl.String()), int(row[0]), kinds, is_text=True)
+    for i, c in enumerate(open_cols):
+        stats[c] = stats[c].join(KindStats.from_row(row, f"s{i}"))
+    kinds = {c: s.kind for c, s in stats.items()}
+    return FileProfile(src, dict.fromkeys(names, pl.String()), rows, kinds, is_text=True)
 
 
-def _kinds(counts: dict[str, list[int]]) -> dict[str, TextKind]:
-    kinds: dict[str, TextKind] = {}
-    for col, (nonnull, numbers, booleans) in counts.items():
-        if nonnull and numbers == nonnull:
-            kinds[col] = "number"
-        elif nonnull and booleans == nonnull:
-            kinds[col] = "boolean"
-        else:
-            kinds[col] = "string"
-    return kinds
+def _reader_names(src: SourceFile, csv: CsvOptions) -> list[str]:
+    """The column names the exact reader gives this file (from its first record)."""
+    delimiter, quote = csv_dialect(src, csv)
+    splitter = RecordSplitter(delimiter=delimiter, quote=quote, header=csv.header)
+    with open_stream(src) as stream:
+        while True:
+            chunk = stream.read(1 << 16)
+            block = splitter.feed(chunk, final=not chunk)
+            if block.header is not None or block.ncols is not None:
+                return header_names(src, block.header, block.ncols or 0)
+            if not chunk:
+                return []
 
 
-def _count_kinds(frame: pl.DataFrame, cols: list[str], counts: dict[str, list[int]]) -> None:
+def _whole_records(src: SourceFile, delimiter: str, quote: str | None, ncols: int,
+                   records: int) -> bool:
+    """Does each of the ``records`` records polars read hold exactly ``ncols`` fields?
+
+    Answered for files without quote characters only (then every delimiter byte separates
+    two fields): polars refuses a record with more than ``ncols`` fields, so the delimiters
+    add up to ``(ncols - 1) * records`` exactly when none has fewer.
+    """
+    sep = ord(delimiter)
+    quote_byte = quote.encode() if quote else None
+    delimiters = 0
+    with open_stream(src) as stream:
+        while chunk := stream.read(4 << 20):
+            if quote_byte is not None and chunk.find(quote_byte) >= 0:
+                return False
+            delimiters += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == sep))
+    return delimiters == (ncols - 1) * records
+
+
+@dataclass(frozen=True, slots=True)
+class KindStats:
+    """What decides a text column's kind, over every value of the file ("" is empty).
+
+    Each field is an "or" or an "and", so the stats of two parts of a file, even overlapping
+    ones, join into the stats of their union: the exact reader joins them batch by batch, the
+    fast scan joins the first rows with the rest, and both reach :attr:`kind` from the same
+    values by the same rule.
+    """
+
+    any_value: bool = False
+    all_numbers: bool = True  # every non-empty value matches PLAIN_NUMBER
+    all_booleans: bool = True  # every non-empty value matches PLAIN_BOOLEAN
+
+    @property
+    def kind(self) -> TextKind:
+        """The one typing rule of text columns (README, "Typing rules")."""
+        if self.any_value and self.all_numbers:
+            return "number"
+        if self.any_value and self.all_booleans:
+            return "boolean"
+        return "string"
+
+    @property
+    def settled(self) -> bool:
+        """No further value can change the kind (it is text whatever follows)."""
+        return self.any_value and not self.all_numbers and not self.all_booleans
+
+    def join(self, other: KindStats) -> KindStats:
+        return KindStats(self.any_value or other.any_value,
+                         self.all_numbers and other.all_numbers,
+                         self.all_booleans and other.all_booleans)
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any], prefix: str) -> KindStats:
+        return cls(bool(row[f"{prefix}v"]), row[f"{prefix}n"] is not False,
+                   row[f"{prefix}b"] is not False)
+
+
+def stats_exprs(column: str, prefix: str, *, numbers: bool = True,
+                booleans: bool = True) -> list[pl.Expr]:
+    """Aggregations giving :class:`KindStats` of ``column`` (read back by ``from_row``);
+    a test already known to fail is left out (its outcome cannot change)."""
+    value = pl.when(pl.col(column) != "").then(pl.col(column))  # "" is empty, as in the reader
+    return [value.is_not_null().any().alias(f"{prefix}v"),
+            (value.str.contains(PLAIN_NUMBER).all() if numbers else pl.lit(False))
+            .alias(f"{prefix}n"),
+            (value.str.contains(PLAIN_BOOLEAN).all() if booleans else pl.lit(False))
+            .alias(f"{prefix}b")]
+
+
+def column_stats(frame: pl.DataFrame, cols: list[str]) -> dict[str, KindStats]:
+    """:class:`KindStats` of each of ``cols`` over the rows of ``frame``."""
     if not cols:
-        return
-    aggs: list[pl.Expr] = []
-    for c in cols:
-        aggs += [pl.col(c).count().alias(f"n{c}"),
-                 pl.col(c).str.contains(PLAIN_NUMBER).sum().alias(f"d{c}"),
-                 pl.col(c).str.contains(PLAIN_BOOLEAN).sum().alias(f"b{c}")]
-    row = frame.select(aggs).row(0)
-    for i, c in enumerate(cols):
-        acc = counts.setdefault(c, [0, 0, 0])
-        for j in range(3):
-            acc[j] += int(row[3 * i + j] or 0)
+        return {}
+    aggs = [e for i, c in enumerate(cols) for e in stats_exprs(c, f"s{i}")]
+    row = frame.select(aggs).row(0, named=True)
+    return {c: KindStats.from_row(row, f"s{i}") for i, c in enumerate(cols)}
 
 
 def _unify(src: SourceFile, schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:

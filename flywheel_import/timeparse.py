@@ -56,8 +56,14 @@ def auto_candidates(text: pl.Expr, timezone: str) -> list[pl.Expr]:
 class AutoParser:
     """Auto-detected text timestamps, fast: one parse per batch in the common case.
 
-    Trying every shape on every value costs six parses; an export uses one shape, so the shape
-    that worked last is tried first on the whole batch and the others only on what is left.
+    The result is defined by the canonical order, ``pl.coalesce(auto_candidates(stripped))``
+    (what :func:`to_utc` computes), and never depends on the batches seen before nor on other
+    threads sharing this parser. Trying every shape on every value costs several parses; an
+    export uses one shape, so the shape that worked best lately (a hint, shared by the
+    threads) is tried first on the whole batch and the others, in canonical order, on what is
+    left. Trying one shape first cannot change a value's instant: the shapes do not overlap
+    except where they agree (an offset is required by the first and refused by the naive
+    ones, which all read the same fields, missing ones as zero).
     """
 
     def __init__(self, timezone: str) -> None:
@@ -65,19 +71,20 @@ class AutoParser:
         self._first = 0
 
     def parse(self, text: pl.Series) -> pl.Series:
-        frame = pl.DataFrame({"t": text})
-        out = frame.select(self._candidates[self._first].alias("t")).to_series()
-        if out.null_count() == text.null_count():
+        first = self._first  # read once: another thread may move the hint meanwhile
+        frame = pl.DataFrame({"t": text}).with_columns(pl.col("t").str.strip_chars())
+        out = frame.select(self._candidates[first].alias("t")).to_series()
+        todo = frame.get_column("t").is_not_null() & out.is_null()
+        if not todo.any():
             return out
-        todo = text.is_not_null() & out.is_null()
-        rest = frame.filter(todo).with_columns(pl.col("t").str.strip_chars())
-        best, best_n = self._first, 0
+        rest = frame.filter(todo)
         filled = pl.Series("t", [None] * rest.height, dtype=out.dtype)
+        best, best_n = first, 0
         for i, cand in enumerate(self._candidates):
-            if i == self._first:
-                continue
+            if i == first:
+                continue  # it found nothing in these values
             got = rest.select(cand.alias("t")).to_series()
-            n = int(got.is_not_null().sum())
+            n = got.len() - got.null_count()
             if n > best_n:
                 best, best_n = i, n
             filled = filled.fill_null(got)
