@@ -177,6 +177,8 @@ class ValidationOptions(_Strict):
 class OutputConfig(_Strict):
     rejects: str | None = "rejects.csv"
     report: str | None = None
+    #: The resume ledger (SQLite); null: no resuming, every run starts from scratch.
+    state: str | None = ".flywheel-import/state.db"
 
     @field_validator("rejects")
     @classmethod

@@ -29,6 +29,7 @@ import anyio.abc
 import anyio.from_thread
 import anyio.lowlevel
 import anyio.to_thread
+import numpy as np
 import polars as pl
 
 from .prepare import Prepared, reject_rows
@@ -88,15 +89,29 @@ class Settling:
     next_index: int = 0
     inflight: set[int] = field(default_factory=set)  # first attempts on the wire
     detached: dict[int, Straggler] = field(default_factory=dict)  # in flight, handed over
-    deferred: int = 0  # rows handed to stragglers
+    deferred_at: list[int] = field(default_factory=list)  # rows handed to stragglers
     rejected_at: list[int] = field(default_factory=list)
     codes: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
     @property
+    def deferred(self) -> int:
+        return len(self.deferred_at)
+
+    @property
     def accepted(self) -> int:
         """Rows of the batch the API has accepted (stragglers count on their own)."""
         return len(self.bodies) - self.pending - self.deferred - len(self.rejected_at)
+
+    def final_rows(self) -> pl.Series:
+        """Record numbers of the rows whose outcome is final and counted with this batch
+        (accepted or rejected; not stragglers, not rows never sent or still in flight)."""
+        final = np.zeros(len(self.bodies), dtype=np.bool_)
+        final[: self.next_index] = True
+        for group in (self.inflight, self.deferred_at):
+            if group:
+                final[np.fromiter(group, dtype=np.intp)] = False
+        return self.prep.send.get_column(ROW).filter(pl.Series(final))
 
     def straggler(self, i: int, attempts: int) -> Straggler:
         """Row ``i`` as a straggler (a few microseconds: one row's values are copied)."""
@@ -151,38 +166,47 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
                    on_settled: Callable[[Settling], None],
                    on_outcome: Callable[[Outcomeish], None] | None = None,
                    on_straggler_rejected: Callable[[Straggler, str, str], None] | None = None,
+                   on_straggler_accepted: Callable[[Straggler], None] | None = None,
                    on_unsettled: Callable[[Settling], None] | None = None,
                    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-                   max_waiting: int | None = None) -> None:
+                   max_waiting: int | None = None,
+                   stop: anyio.Event | None = None) -> None:
     """Send every valid row of ``batches``; call back as batches are read and settled.
 
     ``on_read`` runs in the reading thread (before the batch is handed over, so it may block
     to slow the reader); the other callbacks run on the event loop and must be quick.
     ``on_outcome`` sees each final outcome, of batch rows and stragglers alike;
-    ``on_straggler_rejected`` a straggler's final reject. An exception from ``attempt`` (the
-    API refused the key) or a cancellation stops everything at once; ``on_unsettled`` then
-    sees each batch read but not settled, with the outcomes it has so far (its other rows,
-    and the stragglers, are still to do: neither accepted nor rejected).
+    ``on_straggler_rejected`` / ``on_straggler_accepted`` a straggler's final outcome. An
+    exception from ``attempt`` (the API refused the key) or a cancellation stops everything
+    at once; ``on_unsettled`` then sees each batch read but not settled, with the outcomes it
+    has so far (its other rows, and the stragglers, are still to do: neither accepted nor
+    rejected).
+
+    ``stop`` asks for a clean stop: reading stops, no new attempt starts, the attempts in
+    flight finish (bounded by the timeout), then it returns; ``on_unsettled`` sees the batches
+    cut short, as after an exception.
     """
     feed = Feed()
     unsettled: dict[int, Settling] = {}
     room = threading.Semaphore(ahead)  # batches read but not yet settled
-    stop = threading.Event()
+    stop_reading = threading.Event()
     loop_token = anyio.lowlevel.current_token()
     wake = asyncio.Event()  # something to do: a batch, a due retry, the end
     ready: deque[Straggler] = deque()  # stragglers due for their next attempt
     cap = max_waiting if max_waiting is not None else max(1024, 32 * concurrency)
     counts = {"outstanding": 0, "waiting": 0}  # rows without final outcome; asleep to retry
     tg: anyio.abc.TaskGroup
+    stopping = [False]
+    live = [concurrency]  # workers still running
 
     def produce() -> None:
         for prep in batches:
             bodies = prep.send.get_column("body").cast(pl.Binary).to_list()
             on_read(prep)
             while not room.acquire(timeout=0.1):
-                if stop.is_set():
+                if stop_reading.is_set():
                     return
-            if stop.is_set():
+            if stop_reading.is_set():
                 return
             anyio.from_thread.run_sync(_arrive, prep, bodies, token=loop_token)
 
@@ -205,7 +229,7 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
         """Every remaining row of the batch is on the wire: let stragglers finish them."""
         for i in batch.inflight:
             batch.detached[i] = batch.straggler(i, 0)
-        batch.deferred += len(batch.inflight)
+        batch.deferred_at.extend(batch.inflight)
         batch.pending -= len(batch.inflight)
         batch.inflight = set()
         settle(batch)
@@ -239,10 +263,28 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
             return
         if not step.accepted and on_straggler_rejected is not None:
             on_straggler_rejected(s, step.code or "UNKNOWN", step.message or "")
+        elif step.accepted and on_straggler_accepted is not None:
+            on_straggler_accepted(s)
         final(step)
 
     async def worker() -> None:
+        try:
+            await work()
+        finally:
+            live[0] -= 1
+            if not live[0]:  # the last worker: every row has its outcome, or a stop
+                tg.cancel_scope.cancel()
+
+    async def watch_stop(event: anyio.Event) -> None:
+        await event.wait()
+        stopping[0] = True
+        stop_reading.set()
+        wake.set()
+
+    async def work() -> None:
         while True:
+            if stopping[0]:
+                return
             if ready:
                 await retry(ready.popleft())
                 continue
@@ -267,7 +309,7 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
             batch.inflight.discard(i)
             batch.pending -= 1
             if not _is_final(step):
-                batch.deferred += 1
+                batch.deferred_at.append(i)
                 wait_then_retry(batch.straggler(i, 1), _delay(step))
             else:
                 if not step.accepted:
@@ -291,11 +333,15 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
     try:
         async with anyio.create_task_group() as tg:
             tg.start_soon(read_all)
+            if stop is not None:
+                tg.start_soon(watch_stop, stop)
             for _ in range(concurrency):
                 tg.start_soon(worker)
-            # Workers end once every row has its outcome; the retry timers with them.
+            # Workers end once every row has its outcome (or on a stop); the last one to end
+            # cancels what is left: the stop watcher, and after a stop the retry timers and
+            # the reader.
     finally:
-        stop.set()
+        stop_reading.set()
         with contextlib.suppress(ValueError):
             room.release()
         if on_unsettled is not None:

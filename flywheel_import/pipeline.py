@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
 import time
@@ -19,6 +20,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import anyio.to_thread
+import numpy as np
 import polars as pl
 from tqdm import tqdm
 
@@ -26,6 +28,7 @@ from .config import Config, load_config
 from .dedupe import SeenIds
 from .errors import FlywheelImportError, UsageError
 from .inputs import SourceFile, expand
+from .ledger import Ledger
 from .mapping import Plan, build_plan, wants_text_kind
 from .outbox import Outbox
 from .prefetch import ordered_map, prefetch
@@ -33,7 +36,10 @@ from .prepare import Examined, Prepared, examine, settle
 from .profile import FileProfile, profile
 from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
+from .resume import Resume, destination
 from .sources import RawBatch, read_batches
+
+log = logging.getLogger("flywheel_import")
 
 if TYPE_CHECKING:
     from .sender import Sender
@@ -146,11 +152,12 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[J
     return jobs
 
 
-def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True
-                     ) -> Iterator[Prepared]:
+def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True,
+                     resume: Resume | None = None) -> Iterator[Prepared]:
     for job in jobs:
         schema = job.profile.schema if job.source.format == "ndjson" else None
-        raws = prefetch(read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema))
+        read = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema)
+        raws = prefetch(resume.mask(read) if resume is not None else read)
         # Batches are examined two at a time (polars and numpy release the GIL) and settled
         # in order, so "the first of two equal ids wins" still means the first in the file.
         def work(raw: RawBatch, plan: Plan = job.plan) -> Examined:
@@ -170,6 +177,7 @@ class Session:
     writer: RejectsWriter | None
     report_path: Path | None
     started: float
+    resume: Resume | None = None
 
     @property
     def total_rows(self) -> int:
@@ -180,11 +188,14 @@ class Session:
         self.result.rows_read += prep.rows_read
         self.result.valid += prep.send.height
         self.reject(prep.rejected)
+        if self.resume is not None:
+            self.resume.settle(prep.source, prep.rejected.get_column("_row"), accepted=0,
+                               rejected=prep.rejected.height)
 
     def reject(self, rows: pl.DataFrame) -> None:
         self.result.record(rows)
         if self.writer is not None:
-            self.writer.add(rows)
+            self.writer.add(self.resume.tag(rows) if self.resume is not None else rows)
 
     def finish(self) -> None:
         """Write what was gathered, also after a failure: nothing read is lost.
@@ -205,15 +216,37 @@ class Session:
 
 def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
                  rejects: str | Path | None, report: str | Path | None, *, progress: bool,
-                 dry_run: bool, started: float) -> Session:
+                 dry_run: bool, started: float, ledger: tuple[Path, str] | None = None,
+                 restart: bool = False) -> Session:
     """Outputs checked, inputs found, every file profiled and planned: nothing read yet is
-    lost and nothing is sent or written before this returns."""
+    lost and nothing is sent or written before this returns.
+
+    With a ``ledger`` (its path and the destination: a run that resumes), files already
+    imported are left out and the rejects file gathers the whole import's rejects. The
+    ledger is locked here (a second process is refused before reading); a failure before
+    this returns leaves no new state file behind.
+    """
     rejects_path, report_path = output_paths(cfg, rejects, report)
     files = find_inputs(cfg, inputs)
     _refuse_outputs_among_inputs(files, {"rejects": rejects_path, "report": report_path})
-    jobs = preflight(cfg, files, progress=progress)
-    return Session(cfg, jobs, Report(dry_run=dry_run, files=len(files)),
-                   RejectsWriter(rejects_path) if rejects_path else None, report_path, started)
+    if ledger is None:
+        jobs = preflight(cfg, files, progress=progress)
+        writer = RejectsWriter(rejects_path) if rejects_path is not None else None
+        return Session(cfg, jobs, Report(dry_run=dry_run, files=len(files)), writer,
+                       report_path, started)
+    book = Ledger(*ledger)
+    try:
+        resume = Resume(book, cfg, files, restart=restart)
+        jobs = preflight(cfg, resume.todo, progress=progress)
+        book.record_plans()
+    except BaseException:
+        book.close(discard=True)
+        raise
+    for note in resume.notes:
+        log.warning("%s", note)
+    writer = resume.rejects_writer(rejects_path) if rejects_path is not None else None
+    return Session(cfg, jobs, Report(dry_run=dry_run, files=len(resume.todo)), writer,
+                   report_path, started, resume)
 
 
 def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
@@ -289,12 +322,18 @@ async def run_import_async(
     key: str | None = None, rate: float | None = None, concurrency: int | None = None,
     allow_insecure_http: bool = False,
     sleep: Callable[[float], Awaitable[None]] | None = None,
+    state: str | Path | None = None, restart: bool = False,
+    stop: anyio.Event | None = None,
 ) -> Report:
     """Read, validate and send every valid row once; write rejects and report.
 
     ``key`` overrides the environment (for embedding); ``sleep`` is injectable so tests of
-    retries do not wait. Raises :class:`ApiAbort` when the API refuses the key (the rejects and
-    the report gathered so far are written first).
+    retries do not wait. ``state`` overrides ``output.state``, the resume ledger (rows settled
+    by an earlier run of the same import are not sent again; ``restart`` ignores what it
+    says). Setting ``stop`` stops cleanly: reading stops, requests in flight finish, and what
+    was settled is recorded (the report says ``completed: false``; run again to go on).
+    Raises :class:`ApiAbort` when the run cannot go on (the rejects and the report gathered
+    so far are written first). Installs no signal handlers.
     """
     if dry_run:
         return await anyio.to_thread.run_sync(functools.partial(
@@ -316,8 +355,9 @@ async def run_import_async(
         tls=tls_context(ca_bundle, where=f"{cfg.origin}: api.ca_bundle"))
     run = await anyio.to_thread.run_sync(functools.partial(
         open_session, cfg, inputs, rejects, report, progress=progress, dry_run=False,
-        started=started))
+        started=started, ledger=ledger_of(cfg, state, url), restart=restart))
     result = run.result
+    resume = run.resume
     bar = tqdm(total=run.total_rows, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
@@ -335,13 +375,33 @@ async def run_import_async(
         done_sending[0] += 1
         result.accepted += outcome.accepted
 
+    def record_batch(batch: Settling) -> None:  # on the outbox thread
+        if batch.rejected_at:
+            run.reject(batch.api_rejects())
+        if resume is not None:
+            final = batch.final_rows()
+            rejected = len(batch.rejected_at)
+            resume.settle(batch.prep.source, final, accepted=final.len() - rejected,
+                          rejected=rejected)
+
     def on_settled(batch: Settling) -> None:
         """Write the API's rejects of a batch (also of one cut short by a stop)."""
-        if batch.rejected_at:
-            outbox.put(lambda: run.reject(batch.api_rejects()))
+        if batch.rejected_at or resume is not None:
+            outbox.put(functools.partial(record_batch, batch))
+
+    def record_straggler(row: Straggler, code: str | None, message: str) -> None:
+        if code is not None:
+            run.reject(row.rejected(code, message))
+        if resume is not None:
+            resume.settle(row.source, np.array([row.row], dtype=np.int64),
+                          accepted=int(code is None), rejected=int(code is not None))
 
     def on_straggler_rejected(row: Straggler, code: str, message: str) -> None:
-        outbox.put(lambda: run.reject(row.rejected(code, message)))
+        outbox.put(functools.partial(record_straggler, row, code, message))
+
+    def on_straggler_accepted(row: Straggler) -> None:
+        if resume is not None:
+            outbox.put(functools.partial(record_straggler, row, None, ""))
 
     def done() -> int:
         return done_reading[0] + done_sending[0]
@@ -357,14 +417,15 @@ async def run_import_async(
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, run.jobs, SeenIds()), sender.attempt,
-                               concurrency=settings.concurrency, ahead=_AHEAD,
+                await dispatch(prepared_batches(cfg, run.jobs, SeenIds(), resume=resume),
+                               sender.attempt, concurrency=settings.concurrency, ahead=_AHEAD,
                                on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
                                on_straggler_rejected=on_straggler_rejected,
-                               on_unsettled=on_settled, sleep=sender.sleep)
+                               on_straggler_accepted=on_straggler_accepted,
+                               on_unsettled=on_settled, sleep=sender.sleep, stop=stop)
             finally:
                 tg.cancel_scope.cancel()
-        result.completed = True
+        result.completed = stop is None or not stop.is_set()
     except BaseException as e:
         err = _first_error(e)
         result.error = str(err) if err is not None else type(e).__name__
@@ -383,15 +444,32 @@ async def run_import_async(
 
 
 def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
-    """Drain the outbox, then write rejects and report (also after a failure)."""
+    """Drain the outbox, commit the ledger, then write rejects and report (also after a
+    failure: what was settled is recorded, and nothing read is lost)."""
     try:
         outbox.close()
+        if run.resume is not None:
+            run.resume.commit(complete=result.completed)
+            result.resume = run.resume.summary()
     except BaseException as e:
         result.error = result.error or str(e)
         result.completed = False
         raise
     finally:
-        run.finish()
+        try:
+            run.finish()
+        finally:
+            if run.resume is not None:
+                run.resume.ledger.close()
+
+
+def ledger_of(cfg: Config, state: str | Path | None, url: str) -> tuple[Path, str] | None:
+    """Where the resume ledger is and whose it is: ``state`` (a CLI path, relative to the
+    working folder) or ``output.state`` (relative to the config file), and the destination
+    (the API URL); None: resuming is off."""
+    path = Path(state) if state else (cfg.resolve(cfg.output.state) if cfg.output.state
+                                      else None)
+    return None if path is None else (path, destination(url))
 
 
 #: Batches read ahead of the sending: bounds memory to a few batches whatever the API speed.

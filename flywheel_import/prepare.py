@@ -106,16 +106,22 @@ def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
     events = events.with_columns(dup)
     good = events.select(
         pl.col("_ok") & ~dup & ~pl.col(flag(ErrorCode.PAYLOAD_TOO_LARGE))).to_series()
+    bad = ~good
+    rows = batch.rows
+    if batch.skip is not None:  # settled by an earlier run: neither sent nor rejected again
+        skip = pl.Series(batch.skip)
+        good, bad = good & ~skip, bad & ~skip
+        rows -= int(batch.skip.sum())
     # Messages are built for the rejected rows only: usually a handful per batch.
-    bad_rows = events.filter(~good).select(
+    bad_rows = events.filter(bad).select(
         ROW, *validation.describe(cfg.api.max_body_bytes))
-    rejected = reject_rows(batch.frame.filter(~good), bad_rows, batch.source.name)
+    rejected = reject_rows(batch.frame.filter(bad), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
     all_good = bool(good.all())
     if not bodies:  # a dry run keeps only the row numbers of what it would send
         send = events.select(ROW).filter(good)
-        return Prepared(batch.source.name, batch.rows, send, batch.frame.clear(), rejected)
+        return Prepared(batch.source.name, rows, send, batch.frame.clear(), rejected)
     sendable = events if all_good else events.filter(good)
     if sendable.get_column("_derived").any():
         cores = sendable.select(ROW, "event_id", "_derived", enc.core().alias("core"))
@@ -127,7 +133,7 @@ def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
     else:
         send = sendable.select(ROW, "event_id", enc.body().alias("body"))
     raw = batch.frame if all_good else batch.frame.filter(good)
-    return Prepared(batch.source.name, batch.rows, send, raw, rejected)
+    return Prepared(batch.source.name, rows, send, raw, rejected)
 
 
 def _scatter(base: pl.Series, mask: pl.Series, values: pl.Series) -> pl.Series:

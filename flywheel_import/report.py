@@ -37,6 +37,10 @@ class Report:
     completed: bool = False
     error: str | None = None
     sending: dict[str, Any] = field(default_factory=dict)
+    #: The whole import so far, from the resume ledger (None without one).
+    resume: dict[str, Any] | None = None
+    #: What stopped a run cleanly before its end (``SIGINT``, ``SIGTERM``, ``stop``).
+    stopped: str | None = None
 
     def record(self, rejected: pl.DataFrame) -> None:
         """Count rejected rows (rejects-file layout) per code, keeping one example of each.
@@ -90,6 +94,10 @@ class Report:
             # Ctrl-C); they were not sent, or their answer never came. Still to do.
             out["unsettled"] = self.rows_read - self.accepted - self.rejected
             out["sending"] = self.sending
+        if self.resume is not None:
+            out["import"] = self.resume
+        if self.stopped:
+            out["stopped"] = self.stopped
         if self.error:
             out["error"] = self.error
         return out
@@ -122,6 +130,16 @@ class Report:
             where = f"{ex.get('source')}:{ex.get('row')}" if ex else ""
             lines.append(f"    {code:<26} {c.count:>10,}  e.g. {where} {ex.get('message', '')}"
                          .rstrip())
+        if self.resume is not None:
+            r = self.resume
+            earlier = (f"; {r['files_already_imported']:,} file(s) already imported"
+                       if r.get("files_already_imported") else "")
+            skipped = (f", {r['rows_settled_earlier']:,} rows settled by earlier runs skipped"
+                       if r.get("rows_settled_earlier") else "")
+            lines.append(f"  whole import so far: {r['accepted']:,} accepted, "
+                         f"{r['rejected']:,} rejected{skipped}{earlier}")
+        if self.stopped:
+            lines.append(f"  stopped by {self.stopped}: run the same command again to go on")
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)

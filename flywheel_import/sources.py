@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import polars as pl
 
@@ -36,6 +37,9 @@ class RawBatch:
     frame: pl.DataFrame
     bad: list[BadRecord] = field(default_factory=list)
     bytes_read: int = 0
+    #: Rows of ``frame`` settled by an earlier run (resume): still checked for duplicates,
+    #: never sent, rejected or counted again. None: no such rows.
+    skip: npt.NDArray[np.bool_] | None = None
 
     @property
     def rows(self) -> int:
