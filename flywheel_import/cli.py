@@ -10,7 +10,9 @@ wrong URL or proxy, API unreachable or untrusted; the summary says what is still
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import shlex
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,8 +21,9 @@ from typing import Any, TextIO
 
 from . import __version__
 from .errors import FlywheelImportError
-from .pipeline import run_import, validate
+from .pipeline import validate
 from .report import Report
+from .stops import EXIT_CODES, StoppedAtOnce, run_with_signals
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -57,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="requests in flight (overrides api.concurrency)")
     r.add_argument("--allow-insecure-http", action="store_true",
                    help="allow plain http to a non-loopback host (sends the key in clear)")
+    r.add_argument("--state", metavar="PATH",
+                   help="the resume ledger (overrides output.state; default "
+                        ".flywheel-import/state.db beside the config)")
+    r.add_argument("--restart", action="store_true",
+                   help="ignore what the ledger says was already settled: send everything")
 
     s = sub.add_parser("sandbox", help="run a local Flywheel-compatible events API")
     add_sandbox_arguments(s)
@@ -82,6 +90,7 @@ _positive_int = _at_least(int, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _log_to_stderr()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -98,6 +107,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence(sys.stdout)
         _silence(sys.stderr)
         return 0
+    except StoppedAtOnce as e:
+        _say(f"flywheel-import: stopped at once by a second {e.signal_name}; the ledger holds "
+             f"what was settled; to resume: {_command_line()}", sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         _say("flywheel-import: interrupted; the rejects and report gathered so far were "
              "written", sys.stderr)
@@ -108,6 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"flywheel-import: internal error ({type(e).__name__}): {e} "
              "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", sys.stderr)
         return 4
+
+
+def _log_to_stderr() -> None:
+    """The library logs notes (files already imported, files changed) through ``logging``;
+    the command shows them on stderr, one line each."""
+    logger = logging.getLogger("flywheel_import")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("flywheel-import: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
 
 
 def _say(text: str, stream: TextIO) -> None:
@@ -150,12 +174,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         _say(report.summary(), sys.stdout)
         return report.exit_code
     options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
-                               "allow_insecure_http": args.allow_insecure_http}
+                               "allow_insecure_http": args.allow_insecure_http,
+                               "restart": args.restart}
     if args.sandbox:
         return _run_in_sandbox(args.config, inputs, options)
-    report = run_import(args.config, inputs, api_url=args.api_url, **options)
+    report = run_with_signals(args.config, inputs, api_url=args.api_url, state=args.state,
+                              **options)
     _say(report.summary(), sys.stdout)
+    return _exit_code(report)
+
+
+def _exit_code(report: Report) -> int:
+    """130/143 after a clean stop on a signal (with the command that resumes), else the
+    report's own code."""
+    if report.stopped in EXIT_CODES:
+        _say(f"to resume: {_command_line()}", sys.stderr)
+        return EXIT_CODES[report.stopped]
     return report.exit_code
+
+
+def _command_line() -> str:
+    return shlex.join(["flywheel-import", *sys.argv[1:]])
 
 
 def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, Any]) -> int:
@@ -164,7 +203,9 @@ def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, An
     db = Path(tempfile.mkdtemp(prefix="flywheel-sandbox-")) / "events.db"
     with Sandbox(db=db) as sb:
         _say(f"sandbox: {sb.url} (database {sb.db_path})", sys.stderr)
-        report: Report = run_import(config, inputs, api_url=sb.url, key=sb.key, **options)
+        # A fresh API each time, so a throwaway ledger: the command behaves the same each run.
+        report: Report = run_with_signals(config, inputs, api_url=sb.url, key=sb.key,
+                                          state=db.parent / "state.db", **options)
         stats = sb.stats()
     _say(f"{report.summary()}\n"
          f"sandbox received {stats.get('requests', 0):,} requests and stored "

@@ -6,7 +6,8 @@ on after its settled records, a changed one is new work. While reading: the reco
 by an earlier run are marked in each batch (:attr:`RawBatch.skip`), still checked for
 duplicates so "the first of two equal ids wins" means the same as in one run, but neither sent
 nor rejected again. While sending: outcomes are collected on the outbox thread and committed
-about once a second, each commit after the rejects it covers are on disk. A crash loses at
+once a batch's worth has settled (or a second has passed), each commit after the rejects it
+covers are on disk. A crash loses at
 most the outcomes since the last commit: those rows are sent again with the same event ids,
 and the API drops what it already has.
 """
@@ -100,6 +101,10 @@ class Resume:
         self._accepted: dict[str, int] = {}
         self._rejected: dict[str, int] = {}
         self._last = time.monotonic()
+        self._pending_rows = 0
+        # A commit at least once a batch: a crash then re-sends at most about one batch plus
+        # the requests in flight.
+        self._commit_rows = max(1, min(cfg.source.batch_rows, 50_000))
         self.writer: RejectsWriter | None = None
 
     def rejects_writer(self, path: Path) -> RejectsWriter:
@@ -148,7 +153,9 @@ class Resume:
             self._accepted[source] = self._accepted.get(source, 0) + accepted
         if rejected:
             self._rejected[source] = self._rejected.get(source, 0) + rejected
-        if time.monotonic() - self._last >= _COMMIT_EVERY:
+        self._pending_rows += len(arr)
+        if (self._pending_rows >= self._commit_rows
+                or time.monotonic() - self._last >= _COMMIT_EVERY):
             self.commit()
 
     def commit(self, *, complete: bool = False) -> None:
@@ -165,6 +172,7 @@ class Resume:
                                      else state.settled)
         self.ledger.commit(settled, self._accepted, self._rejected, parts, done)
         self._pending, self._accepted, self._rejected = {}, {}, {}
+        self._pending_rows = 0
         self._last = time.monotonic()
 
     def summary(self) -> dict[str, Any]:
