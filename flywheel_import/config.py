@@ -155,6 +155,13 @@ class PropertiesMapping(_Strict):
     types: dict[str, PropertyType] = {}
 
 
+class WatermarkMapping(_Strict):
+    """A column rows are skipped by: at or below the mark of the last completed run."""
+
+    column: Annotated[str, Field(min_length=1)]
+    type: Literal["timestamp", "number"] | None = None  # None: from the column's values
+
+
 class Mapping(_Strict):
     event: str | ColumnRef | Constant | Template
     user_id: FieldSource | None = None
@@ -163,6 +170,7 @@ class Mapping(_Strict):
     event_id: FieldSource | None = None
     identify: bool | str | ColumnRef | BoolConstant = False
     properties: PropertiesMapping = PropertiesMapping()
+    watermark: str | WatermarkMapping | None = None
 
     def timestamp_spec(self) -> TimestampMapping | None:
         if isinstance(self.timestamp, str):
@@ -314,7 +322,8 @@ def _explain(err: Any, loc: list[str | int]) -> str:
 _MODELS: dict[str, type[BaseModel]] = {
     "": Config, "source": SourceConfig, "source.csv": CsvOptions, "api": ApiConfig,
     "mapping": Mapping, "mapping.properties": PropertiesMapping,
-    "mapping.timestamp": TimestampMapping, "validation": ValidationOptions,
+    "mapping.timestamp": TimestampMapping, "mapping.watermark": WatermarkMapping,
+    "validation": ValidationOptions,
     "output": OutputConfig,
 }
 

@@ -24,6 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
+from . import watermark
 from .config import Config, load_config
 from .dedupe import SeenIds
 from .errors import FlywheelImportError, UsageError
@@ -38,6 +39,7 @@ from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
 from .resume import Resume, destination
 from .sources import RawBatch, read_batches
+from .watermark import Watermark
 
 log = logging.getLogger("flywheel_import")
 
@@ -51,6 +53,7 @@ class Job:
 
     profile: FileProfile
     plan: Plan
+    watermark: Watermark | None = None
 
     @property
     def source(self) -> SourceFile:
@@ -139,16 +142,20 @@ def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
                     f"be replaced; write the {kind} elsewhere, e.g. --{kind} {alt}")
 
 
-def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[Job]:
-    """Profile and plan every file; raises before anything is sent or written."""
+def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
+              mark: tuple[str, str] | None = None, watermarked: bool = False) -> list[Job]:
+    """Profile and plan every file; raises before anything is sent or written. ``mark``:
+    the watermark of the last completed run (a run with a ledger)."""
     wants = wants_text_kind(cfg)
+    with_watermark = watermarked
     total = sum(f.size() for f in files if f.format != "parquet")
     jobs: list[Job] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc="preflight", file=sys.stderr,
               disable=not progress or total == 0, leave=False) as bar:
         for f in files:
             prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
-            jobs.append(Job(prof, build_plan(cfg, prof)))
+            wm = watermark.plan(cfg, prof, mark) if with_watermark else None
+            jobs.append(Job(prof, build_plan(cfg, prof), wm))
     return jobs
 
 
@@ -160,8 +167,9 @@ def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: boo
         raws = prefetch(resume.mask(read) if resume is not None else read)
         # Batches are examined two at a time (polars and numpy release the GIL) and settled
         # in order, so "the first of two equal ids wins" still means the first in the file.
-        def work(raw: RawBatch, plan: Plan = job.plan) -> Examined:
-            return examine(raw, plan, cfg, bodies=bodies)
+        def work(raw: RawBatch, plan: Plan = job.plan,
+                 wm: Watermark | None = job.watermark) -> Examined:
+            return examine(raw, plan, cfg, bodies=bodies, watermark=wm)
 
         for examined in ordered_map(work, raws, workers=2):
             yield settle(examined, cfg, seen, bodies=bodies)
@@ -187,8 +195,10 @@ class Session:
         """Count a prepared batch and write its rejects."""
         self.result.rows_read += prep.rows_read
         self.result.valid += prep.send.height
+        self.result.skipped_watermark += prep.skipped_watermark
         self.reject(prep.rejected)
         if self.resume is not None:
+            self.resume.saw_watermark(prep.watermark_max)
             self.resume.settle(prep.source, prep.rejected.get_column("_row"), accepted=0,
                                rejected=prep.rejected.height)
 
@@ -237,7 +247,8 @@ def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
     book = Ledger(*ledger)
     try:
         resume = Resume(book, cfg, files, restart=restart)
-        jobs = preflight(cfg, resume.todo, progress=progress)
+        jobs = preflight(cfg, resume.todo, progress=progress, mark=resume.mark,
+                         watermarked=resume.watermark is not None)
         book.record_plans()
     except BaseException:
         book.close(discard=True)
@@ -449,7 +460,9 @@ def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
     try:
         outbox.close()
         if run.resume is not None:
-            run.resume.commit(complete=result.completed)
+            kinds = {j.watermark.kind for j in run.jobs if j.watermark is not None}
+            run.resume.commit(complete=result.completed,
+                              kind=kinds.pop() if len(kinds) == 1 else None)
             result.resume = run.resume.summary()
     except BaseException as e:
         result.error = result.error or str(e)

@@ -22,6 +22,7 @@ from .jsonexpr import json_value
 from .mapping import Plan, map_batch
 from .sources import ROW, RawBatch
 from .validation import flag
+from .watermark import Watermark
 
 _DERIVED_ID_JSON = 38  # '"' + 36-character UUID + '"'
 _ID_SEED = 0x1D5EED
@@ -36,6 +37,8 @@ class Prepared:
     send: pl.DataFrame  # __row, event_id, body
     raw: pl.DataFrame  # the raw rows of ``send``, row for row (for rejects the API causes)
     rejected: pl.DataFrame  # raw columns as text + _source, _row, _error_code, _error_message
+    skipped_watermark: int = 0  # rows at or below the last completed run's mark
+    watermark_max: float | None = None  # the largest watermark value of the batch
 
 
 @dataclass(slots=True)
@@ -54,8 +57,16 @@ class Examined:
     prepared: Prepared
 
 
-def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) -> Examined:
+def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
+            watermark: Watermark | None = None) -> Examined:
     """Everything about a batch that does not depend on other batches (runs in parallel)."""
+    skipped_watermark, watermark_max = 0, None
+    if watermark is not None:
+        below, watermark_max = watermark.apply(batch.frame)
+        if below is not None:
+            fresh = below if batch.skip is None else below & ~batch.skip
+            skipped_watermark = int(fresh.sum())
+            batch.skip = below if batch.skip is None else below | batch.skip
     ts_mapped = plan.timestamp is not None
     events = map_batch(batch.frame, plan, text_times=bodies).with_columns(
         validation.row_checks(timestamp_mapped=ts_mapped,
@@ -80,8 +91,9 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) ->
     candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
     keys = events.get_column("_key").to_numpy()[candidates].astype(np.uint64, copy=False)
     no_dups = np.zeros(events.height, dtype=np.bool_)
-    return Examined(batch, events, enc, candidates, sort_keys(keys),
-                    assemble(batch, events, enc, no_dups, cfg, bodies=bodies))
+    prepared = assemble(batch, events, enc, no_dups, cfg, bodies=bodies)
+    prepared.skipped_watermark, prepared.watermark_max = skipped_watermark, watermark_max
+    return Examined(batch, events, enc, candidates, sort_keys(keys), prepared)
 
 
 def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
@@ -92,7 +104,10 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
         return ex.prepared
     dup = np.zeros(ex.events.height, dtype=np.bool_)
     dup[ex.candidates] = hits
-    return assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+    prepared = assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+    prepared.skipped_watermark = ex.prepared.skipped_watermark
+    prepared.watermark_max = ex.prepared.watermark_max
+    return prepared
 
 
 def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,

@@ -107,7 +107,15 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
         for i, c in enumerate(open_cols):
             aggs += stats_exprs(c, f"s{i}", numbers=stats[c].all_numbers,
                                 booleans=stats[c].all_booleans)
+        if quote:
+            # A value holding the quote character is a doubled quote inside a quoted field,
+            # or a stray quote that the exact reader rejects with its whole record (whose
+            # values then count for nothing): polars cannot tell which, so let the reader do it.
+            aggs.append(pl.any_horizontal(pl.col(n).str.contains(quote, literal=True).any()
+                                          for n in names).alias("quoted"))
         row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
+        if row.get("quoted"):
+            return None
         rows = int(row["rows"])
         if row.get("gaps") and not _whole_records(src, delimiter, quote, len(names),
                                                   rows + int(source.csv.header)):

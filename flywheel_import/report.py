@@ -31,6 +31,7 @@ class Report:
     valid: int = 0
     accepted: int = 0
     rejected: int = 0
+    skipped_watermark: int = 0
     by_code: dict[str, CodeCount] = field(default_factory=dict)
     duration_s: float = 0.0
     rejects_path: str | None = None
@@ -80,6 +81,7 @@ class Report:
             "rows_read": self.rows_read,
             "valid": self.valid,
             "rejected": self.rejected,
+            "skipped_watermark": self.skipped_watermark,
             "rejected_by_code": {
                 code: {"count": c.count, "example": c.example}
                 for code, c in sorted(self.by_code.items(), key=lambda kv: -kv[1].count)
@@ -130,6 +132,9 @@ class Report:
             where = f"{ex.get('source')}:{ex.get('row')}" if ex else ""
             lines.append(f"    {code:<26} {c.count:>10,}  e.g. {where} {ex.get('message', '')}"
                          .rstrip())
+        if self.skipped_watermark:
+            lines.append(f"  skipped (at or below the last run's watermark): "
+                         f"{self.skipped_watermark:,}")
         if self.resume is not None:
             r = self.resume
             earlier = (f"; {r['files_already_imported']:,} file(s) already imported"

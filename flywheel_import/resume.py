@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import polars as pl
 
+from . import watermark
 from .config import Config
 from .inputs import SourceFile
 from .ledger import I64, FileState, Ledger
@@ -106,6 +107,11 @@ class Resume:
         # the requests in flight.
         self._commit_rows = max(1, min(cfg.source.batch_rows, 50_000))
         self.writer: RejectsWriter | None = None
+        self.watermark = watermark.spec(cfg)
+        self.mark = (None if self.watermark is None or restart
+                     else ledger.watermark(self.watermark.column))
+        self._kind: str | None = None
+        self._top: float | None = None
 
     def rejects_writer(self, path: Path) -> RejectsWriter:
         """The rejects file of the whole import: earlier runs' parts kept, each row once."""
@@ -158,7 +164,12 @@ class Resume:
                 or time.monotonic() - self._last >= _COMMIT_EVERY):
             self.commit()
 
-    def commit(self, *, complete: bool = False) -> None:
+    def saw_watermark(self, largest: float | None) -> None:
+        """The largest watermark value of a batch read (outbox thread)."""
+        if largest is not None and (self._top is None or largest > self._top):
+            self._top = largest
+
+    def commit(self, *, complete: bool = False, kind: str | None = None) -> None:
         """Make the rejects durable, then record the settled rows in one transaction;
         ``complete``: every file of the run was read and settled to the end."""
         parts = self.writer.flush() if self.writer is not None else []
@@ -171,6 +182,11 @@ class Resume:
                 done[src.name] = len(state.settled.union(new) if new is not None
                                      else state.settled)
         self.ledger.commit(settled, self._accepted, self._rejected, parts, done)
+        if complete and self.watermark is not None and self._top is not None and kind:
+            # Only a completed run moves the mark (and never back).
+            old = float(self.mark[0]) if self.mark is not None else None
+            top = self._top if old is None else max(old, self._top)
+            self.ledger.set_watermark(self.watermark.column, repr(top), kind)
         self._pending, self._accepted, self._rejected = {}, {}, {}
         self._pending_rows = 0
         self._last = time.monotonic()

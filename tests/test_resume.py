@@ -197,3 +197,72 @@ def test_the_ledger_is_per_destination(tmp_path: Path) -> None:
     finally:
         del os.environ["RESUME_KEY"]
     assert report.resume is not None and report.resume["accepted"] == report.accepted
+
+
+def write_night(folder: Path, name: str, days: range) -> Path:
+    data = folder / name
+    with data.open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["name", "user", "ts", "seq"])
+        for day in days:
+            for hour in range(10):
+                w.writerow(["page_viewed", f"u{day}", f"2024-03-{day:02d} {hour:02d}:00:00",
+                            day * 100 + hour])
+    return data
+
+
+@pytest.mark.parametrize("column", ["ts", "seq"])
+def test_watermark_skips_what_the_last_completed_run_covered(tmp_path: Path,
+                                                              column: str) -> None:
+    """Two nightly exports overlapping by one day: the second run sends only new rows."""
+    write_night(tmp_path, "night1.csv", range(1, 4))  # days 1-3
+    write_night(tmp_path, "night2.csv", range(3, 6))  # days 3-5: day 3 again
+    cfg = tmp_path / "nightly.yaml"
+    cfg.write_text(f"""
+api: {{key_env: RESUME_KEY, rate_limit: 0}}
+mapping:
+  event: name
+  user_id: user
+  timestamp: {{column: ts, timezone: UTC}}
+  watermark: {column}
+  properties: {{include: [seq]}}
+output: {{rejects: rejects.csv}}
+""")
+    with Sandbox(key=KEY) as sb:
+        first = run_import(cfg, [tmp_path / "night1.csv"], api_url=sb.url, key=KEY)
+        second = run_import(cfg, [tmp_path / "night2.csv"], api_url=sb.url, key=KEY)
+        stored = sb.events()
+    assert (first.accepted, first.skipped_watermark) == (30, 0)
+    assert (second.accepted, second.skipped_watermark) == (20, 10)
+    assert second.rows_read == 20
+    days = sorted({e["body"]["event"]["user_id"] for e in stored})
+    assert days == ["u1", "u2", "u3", "u4", "u5"] and len(stored) == 50
+
+
+def test_a_run_that_stops_does_not_move_the_watermark(tmp_path: Path) -> None:
+    write_night(tmp_path, "night1.csv", range(1, 3))
+    cfg = tmp_path / "nightly.yaml"
+    cfg.write_text("""
+api: {key_env: RESUME_KEY, rate_limit: 0}
+source: {path: night1.csv}
+mapping: {event: name, user_id: user, timestamp: ts, watermark: ts}
+output: {rejects: rejects.csv}
+""")
+    book_path = tmp_path / ".flywheel-import" / "state.db"
+    with Sandbox(key=KEY) as sb:
+        with pytest.raises(Exception):  # noqa: B017 - any stop will do: here a refused key
+            run_import(cfg, api_url=sb.url, key="wrong-key")
+        book = Ledger(book_path, destination(sb.url))
+        try:
+            assert book.watermark("ts") is None
+        finally:
+            book.close()
+        run_import(cfg, api_url=sb.url, key=KEY)
+        book = Ledger(book_path, destination(sb.url))
+        try:
+            mark = book.watermark("ts")
+        finally:
+            book.close()
+    assert mark is not None and mark[1] == "timestamp"
+    # 2024-03-02 09:00:00 UTC in microseconds
+    assert float(mark[0]) == 1709370000 * 1_000_000
