@@ -112,6 +112,9 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     identify, identify_raw = _identify(m.identify, schema)
     specs = _property_specs(cfg, prof, schema)
     tz = ts.timezone if ts else "UTC"
+    # Text numbers: a CSV value must be plain (see PLAIN_NUMBER); a Parquet decimal too wide
+    # for polars arrives as exact text and is any JSON number.
+    number = PLAIN_NUMBER if prof.is_text else _JSON_NUMBER
     return Plan(
         event=_event(m.event, schema),
         user_id=_id_field(m.user_id, schema),
@@ -125,7 +128,7 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
         property_exprs=tuple(_property_value(s, schema[s.column], tz) for s in specs),
         added_null_columns=tuple(added),
         ts_auto=ts_auto,
-        guards=tuple((s.slot, s.column, PLAIN_NUMBER if s.kind == "raw_number" else PLAIN_BOOLEAN)
+        guards=tuple((s.slot, s.column, number if s.kind == "raw_number" else PLAIN_BOOLEAN)
                      for s in specs if s.kind in ("raw_number", "text_boolean")
                      and schema[s.column] == pl.String),
         identify_constant=(m.identify if isinstance(m.identify, bool) else
@@ -311,8 +314,7 @@ def _property_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataTyp
         types[col] = typ
     specs: list[PropertySpec] = []
     for col in columns:
-        kind = _kind(types.get(col), schema[col], prof.text_kinds.get(col) if prof.is_text
-                     else None)
+        kind = _kind(types.get(col), schema[col], prof.text_kinds.get(col))
         specs.append(PropertySpec(col, props.rename.get(col, col), kind, f"p{len(specs)}"))
     return specs
 

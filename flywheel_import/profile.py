@@ -173,14 +173,21 @@ def _supertype(a: pl.DataType, b: pl.DataType) -> pl.DataType:
 
 
 def _parquet_profile(src: SourceFile) -> FileProfile:
+    """Types from the file's schema, converted exactly as its batches will be."""
+    from .arrowtypes import convert, empty_batch
+
     temps: list[Path] = []
     try:
         pf = parquet_file(src, temps)
-        empty = pl.from_arrow(pf.schema_arrow.empty_table())  # type: ignore[attr-defined]
+        converted = convert(empty_batch(pf.schema_arrow), src.name)  # type: ignore[attr-defined]
         rows = int(pf.metadata.num_rows)  # type: ignore[attr-defined]
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
+    empty = pl.from_arrow(converted.batch)
     if not isinstance(empty, pl.DataFrame):
         raise InputError(f"{src.name}: Parquet schema is not a table")
-    return FileProfile(src, dict(flatten(empty).schema), rows)
+    # Decimals too wide for polars arrive as their exact text: numbers, like the text numbers
+    # of a CSV file.
+    kinds: dict[str, TextKind] = dict.fromkeys(converted.number_text, "number")
+    return FileProfile(src, dict(flatten(empty).schema), rows, kinds)

@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -168,26 +169,38 @@ def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_ro
 
 
 def _parquet_path(src: SourceFile, stack: list[Path]) -> Path:
-    """Parquet needs random access: a compressed file is first expanded to a temp file."""
+    """Parquet needs random access: a compressed file is first expanded to a temp file.
+
+    The temp file is on ``stack`` (for the caller to remove) before a byte is written, so a
+    failed expansion (a corrupt or truncated archive) leaves nothing behind.
+    """
     if src.compression == "none":
         return src.path
-    tmp = tempfile.NamedTemporaryFile(prefix="flywheel-", suffix=".parquet", delete=False)  # noqa: SIM115
-    with tmp, open_stream(src) as stream:
+    fd, name = tempfile.mkstemp(prefix="flywheel-", suffix=".parquet")
+    stack.append(Path(name))
+    with open(fd, "wb") as tmp, open_stream(src) as stream:
         shutil.copyfileobj(stream, tmp, 1 << 20)
-    stack.append(Path(tmp.name))
-    return Path(tmp.name)
+    return Path(name)
 
 
 def parquet_file(src: SourceFile, stack: list[Path]) -> object:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(_parquet_path(src, stack))
+        path = _parquet_path(src, stack)
+    except InputError:
+        raise
+    except Exception as e:  # gzip, zlib and zstandard each raise their own errors
+        raise InputError(f"{src.name}: cannot expand ({src.compression}): {e}") from None
+    try:
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises its own hierarchy (ArrowInvalid, OSError...)
         raise InputError(f"{src.name}: not a readable Parquet file: {e}") from None
 
 
 def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
+    import pyarrow as pa
+
     temps: list[Path] = []
     try:
         pf = parquet_file(src, temps)
@@ -196,17 +209,38 @@ def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
         next_row = 1
         try:
             for rb in pf.iter_batches(batch_size=batch_rows):  # type: ignore[attr-defined]
-                frame = flatten(pl.from_arrow(rb))  # type: ignore[arg-type]
-                rows = np.arange(next_row, next_row + frame.height, dtype=np.int64)
-                next_row += frame.height
-                frame = frame.insert_column(0, pl.Series(ROW, rows))
-                yield RawBatch(src, frame, [], total_bytes * frame.height // total_rows)
-        except (OSError, ValueError) as e:
+                frame, bad = parquet_frame(src, rb, next_row)
+                next_row += rb.num_rows
+                yield RawBatch(src, frame, bad, total_bytes * rb.num_rows // total_rows)
+        except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{src.name}: Parquet data unreadable near row {next_row}: {e}"
                              ) from None
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
+
+
+def parquet_frame(src: SourceFile, rb: Any, first_row: int
+                  ) -> tuple[pl.DataFrame, list[BadRecord]]:
+    """One Arrow record batch -> a flattened frame with ``__row``, and the rows that cannot be
+    represented (see :mod:`.arrowtypes`) as bad records."""
+    from .arrowtypes import convert, row_text
+
+    converted = convert(rb, src.name)
+    frame = pl.from_arrow(converted.batch)
+    if not isinstance(frame, pl.DataFrame):
+        raise InputError(f"{src.name}: Parquet data is not a table")
+    frame = flatten(frame)
+    rows = np.arange(first_row, first_row + rb.num_rows, dtype=np.int64)
+    bad: list[BadRecord] = []
+    if converted.problems:
+        at = list(converted.problems)
+        bad = [BadRecord(int(rows[i]), raw, converted.problems[i])
+               for i, raw in zip(at, row_text(rb, at), strict=True)]
+        keep = np.ones(rb.num_rows, dtype=np.bool_)
+        keep[at] = False
+        frame, rows = frame.filter(pl.Series(keep)), rows[keep]
+    return frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64)), bad
 
 
 def flatten(frame: pl.DataFrame) -> pl.DataFrame:
