@@ -103,8 +103,8 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[J
 def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True
                      ) -> Iterator[Prepared]:
     for job in jobs:
-        schema = job.profile.schema if job.source.format == "ndjson" else None
-        raws = prefetch(read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema))
+        raws = prefetch(read_batches(job.source, cfg.source.csv, cfg.source.batch_rows,
+                                     job.profile.read_schema))
         # Batches are examined two at a time (polars and numpy release the GIL) and settled
         # in order, so "the first of two equal ids wins" still means the first in the file.
         def work(raw: RawBatch, plan: Plan = job.plan) -> Examined:

@@ -19,6 +19,7 @@ import polars as pl
 from .config import SourceConfig
 from .errors import InputError
 from .inputs import SourceFile
+from .jsontypes import canonical, merge
 from .sources import ROW, csv_dialect, flatten, parquet_file, read_batches
 
 TextKind = Literal["number", "boolean", "string"]
@@ -37,6 +38,15 @@ class FileProfile:
     rows: int
     text_kinds: dict[str, TextKind] = field(default_factory=dict)
     is_text: bool = False
+    #: NDJSON: the nested types every chunk is read with (objects as structs).
+    read_schema: dict[str, pl.DataType] | None = None
+
+    def __post_init__(self) -> None:
+        # NDJSON is typed with its objects nested (so a key holding both objects and scalars
+        # is seen as one key) and read that way; the plan sees it flattened, like Parquet.
+        if self.source.format == "ndjson" and self.read_schema is None:
+            self.read_schema = self.schema
+            self.schema = dict(flatten(pl.DataFrame(schema=self.schema)).schema)
 
     @property
     def columns(self) -> list[str]:
@@ -149,27 +159,13 @@ def _count_kinds(frame: pl.DataFrame, cols: list[str], counts: dict[str, list[in
 
 
 def _unify(src: SourceFile, schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:
-    """One schema for the whole file: the supertype of each column across chunks."""
-    if not schemas:
-        return {}
+    """One schema for the whole file: each column's chunk types merged (see :mod:`.jsontypes`),
+    columns in order of first appearance."""
     out: dict[str, pl.DataType] = {}
     for s in schemas:
         for name, dtype in s.items():
-            prev = out.get(name)
-            if prev is None or prev == pl.Null:
-                out[name] = dtype
-            elif dtype != prev and dtype != pl.Null:
-                out[name] = _supertype(prev, dtype)
+            out[name] = merge(out[name], canonical(dtype)) if name in out else canonical(dtype)
     return out
-
-
-def _supertype(a: pl.DataType, b: pl.DataType) -> pl.DataType:
-    try:
-        frame = pl.concat([pl.DataFrame(schema={"x": a}), pl.DataFrame(schema={"x": b})],
-                          how="vertical_relaxed")
-        return frame.schema["x"]
-    except pl.exceptions.PolarsError:
-        return pl.String()
 
 
 def _parquet_profile(src: SourceFile) -> FileProfile:

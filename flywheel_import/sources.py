@@ -18,13 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import polars as pl
 
 from .config import CsvOptions
-from .csvsplit import BadRecord, Block, RecordSplitter
+from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
+from .jsontypes import record_schema
 from .prefetch import prefetch
 
 ROW = "__row"
@@ -259,81 +261,160 @@ def flatten(frame: pl.DataFrame) -> pl.DataFrame:
 
 # --- NDJSON ----------------------------------------------------------------------------------
 
+#: A line longer than this is one malformed record (the same limit as a CSV record): it is
+#: skipped while streaming, never held whole.
+MAX_LINE_BYTES = MAX_RECORD_BYTES
+#: How much of a too-long line the rejects file keeps in ``_raw``.
+LONG_LINE_HEAD = 1024
+
+
+@dataclass(slots=True)
+class _Lines:
+    """One chunk's records: the lines to parse, and the too-long ones (position, first bytes)."""
+
+    lines: list[bytes]
+    long: list[tuple[int, bytes]]
+    consumed: int
+
+    @property
+    def count(self) -> int:
+        return len(self.lines) + len(self.long)
+
 
 def _ndjson_batches(src: SourceFile, batch_rows: int,
                     schema: dict[str, pl.DataType] | None) -> Iterator[RawBatch]:
+    """Without ``schema`` (preflight) frames keep objects as structs, for the file's types to be
+    merged (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
     next_row = 1
+    for chunk in _ndjson_chunks(src):
+        rows = np.arange(next_row, next_row + chunk.count, dtype=np.int64)
+        next_row += chunk.count
+        bad = [BadRecord(int(rows[i]), _long_line_text(head),
+                         f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)")
+               for i, head in chunk.long]
+        if chunk.long:
+            rows = np.delete(rows, [i for i, _ in chunk.long])
+        frame, more_bad, rows = _parse_lines(chunk.lines, rows, schema)
+        if schema is not None:
+            frame = flatten(frame)
+        frame = frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
+        bad = sorted(bad + more_bad, key=lambda b: b.row)
+        yield from _slices(src, frame, bad, batch_rows, chunk.consumed)
+
+
+def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
+    """The file's non-blank lines, a chunk at a time; memory stays within two chunks even when
+    a line does not end (its first bytes are kept, the rest is skipped up to its newline)."""
     carry = b""
+    skipping = False  # inside a line already reported as too long
     first = True
     with open_stream(src) as stream:
         while True:
             raw = stream.read(CHUNK_BYTES)
             final = not raw
-            buf = carry + raw
+            data = raw
+            if skipping:
+                nl = data.find(b"\n")
+                if nl < 0 and not final:
+                    yield _Lines([], [], len(raw))
+                    continue
+                data, skipping = (data[nl + 1:] if nl >= 0 else b""), False
+            elif not final and len(carry) + len(data) > MAX_LINE_BYTES and b"\n" not in data:
+                # The line under way is already too long: keep its start, skip the rest.
+                keep = LONG_LINE_HEAD + 3  # room for a BOM, should the file start with it
+                head = (carry[:keep] + data[:keep])[:keep]
+                if first:
+                    first, head = False, head.removeprefix(b"\xef\xbb\xbf")
+                carry, skipping = b"", True
+                yield _Lines([], [(0, head[:LONG_LINE_HEAD])], len(raw))
+                continue
+            buf = carry + data if carry else data
             if first and (len(buf) >= 3 or final):
                 first = False
                 if buf.startswith(b"\xef\xbb\xbf"):
                     buf = buf[3:]
             cut = len(buf) if final else buf.rfind(b"\n") + 1
             carry = buf[cut:]
-            lines = [ln for ln in buf[:cut].split(b"\n") if ln.strip()]
-            frame, bad, next_row = _parse_lines(src, lines, next_row)
-            if schema is not None:
-                frame = conform(frame, schema)
-            yield from _slices(src, frame, bad, batch_rows, len(raw))
+            chunk = _Lines([], [], len(raw))
+            for line in buf[:cut].split(b"\n"):
+                if len(line) > MAX_LINE_BYTES:
+                    chunk.long.append((chunk.count, line[:LONG_LINE_HEAD]))
+                elif line.strip():
+                    chunk.lines.append(line)
+            if len(carry) > MAX_LINE_BYTES:
+                chunk.long.append((chunk.count, carry[:LONG_LINE_HEAD]))
+                carry, skipping = b"", True
+            yield chunk
             if final:
                 return
 
 
-def _parse_lines(src: SourceFile, lines: list[bytes], first_row: int
-                 ) -> tuple[pl.DataFrame, list[BadRecord], int]:
-    rows = np.arange(first_row, first_row + len(lines), dtype=np.int64)
-    bad: list[BadRecord] = []
-    good = lines
-    if lines:
-        try:
-            frame = pl.read_ndjson(io.BytesIO(b"\n".join(lines)), infer_schema_length=None)
-            if frame.height != len(lines):
-                raise ValueError("row count mismatch")
-        except (pl.exceptions.PolarsError, ValueError):
-            good, keep = [], []
-            for i, ln in enumerate(lines):
-                reason = _json_problem(ln)
-                if reason is None:
-                    good.append(ln)
-                    keep.append(i)
-                else:
-                    bad.append(BadRecord(int(rows[i]), ln.decode("utf-8", "replace"), reason))
-            rows = rows[keep]
-            frame = (pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None)
-                     if good else pl.DataFrame())
+def _long_line_text(head: bytes) -> str:
+    return head.decode("utf-8", "replace") + "..."
+
+
+def _read_ndjson(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
+    data = io.BytesIO(b"\n".join(lines))
+    if schema is None:
+        frame = pl.read_ndjson(data, infer_schema_length=None)
     else:
-        frame = pl.DataFrame()
-    frame = flatten(frame).insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
-    return frame, bad, first_row + len(lines)
+        frame = pl.read_ndjson(data, schema=schema)
+    if frame.height != len(lines):
+        raise ValueError("row count mismatch")
+    return frame
 
 
-def _json_problem(line: bytes) -> str | None:
+def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
+                 schema: dict[str, pl.DataType] | None
+                 ) -> tuple[pl.DataFrame, list[BadRecord], npt.NDArray[np.int64]]:
+    """(frame, unparsable lines, row numbers of the frame's rows)."""
+    if not lines:
+        return pl.DataFrame(schema=schema), [], rows
+    try:
+        return _read_ndjson(lines, schema), [], rows
+    except (pl.exceptions.PolarsError, ValueError):
+        pass
+    # Rare path: a line that is not a JSON object; in preflight also a key whose values mix
+    # objects, arrays and scalars (polars cannot type the chunk; the merge rule can).
+    bad: list[BadRecord] = []
+    good: list[bytes] = []
+    keep: list[int] = []
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        value = _json_object(line)
+        if isinstance(value, str):
+            bad.append(BadRecord(int(rows[i]), line.decode("utf-8", "replace"), value))
+        else:
+            good.append(line)
+            keep.append(i)
+            records.append(value)
+    if schema is None:
+        schema = record_schema(records)
+    try:
+        return _read_ndjson(good, schema), bad, rows[keep]
+    except (pl.exceptions.PolarsError, ValueError):
+        pass
+    # Rarer still: lines that do not fit the file's types (it changed since preflight?).
+    frames: list[pl.DataFrame] = []
+    fits: list[int] = []
+    for i, line in zip(keep, good, strict=True):
+        try:
+            frames.append(_read_ndjson([line], schema))
+            fits.append(i)
+        except (pl.exceptions.PolarsError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            bad.append(BadRecord(int(rows[i]), line.decode("utf-8", "replace"),
+                                 f"does not fit the file's types: {first}"))
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return frame, sorted(bad, key=lambda b: b.row), rows[fits]
+
+
+def _json_object(line: bytes) -> dict[str, Any] | str:
+    """The line's object, or why it is not one."""
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         return f"invalid JSON: {e}"
     if not isinstance(value, dict):
         return f"a line must be a JSON object, not {type(value).__name__}"
-    return None
-
-
-def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Give an NDJSON chunk the file's unified columns and types (decided once per file)."""
-    exprs = [pl.col(ROW)]
-    for name, dtype in schema.items():
-        if name not in frame.columns:
-            exprs.append(pl.lit(None, dtype).alias(name))
-        elif frame.schema[name] == dtype:
-            exprs.append(pl.col(name))
-        elif dtype == pl.String and isinstance(frame.schema[name], pl.List | pl.Array):
-            exprs.append(pl.struct(pl.col(name).alias("v")).struct.json_encode()
-                         .str.slice(5).str.head(-1).alias(name))
-        else:
-            exprs.append(pl.col(name).cast(dtype, strict=False).alias(name))
-    return frame.select(exprs)
+    return value
