@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 
 from .errors import InputError
 from .jsonexpr import json_value
+from .jsontypes import MAX_DEPTH
 
 Mask = npt.NDArray[np.bool_]
 Problem = tuple[Mask, str]  # rows (of the array at hand) and why
@@ -73,14 +74,21 @@ def empty_batch(schema: pa.Schema) -> pa.RecordBatch:
 
 def convert(batch: pa.RecordBatch, source: str) -> Converted:
     """Convert every column (see the module docstring); ``source`` names the file in errors."""
+    names = batch.schema.names
+    if len(set(names)) != len(names):
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise InputError(f"{source}: duplicate column name(s): {', '.join(map(repr, twice))}")
+    for f in batch.schema:
+        if _depth(f.type) > MAX_DEPTH:
+            raise InputError(f"{source}: column {f.name!r} nests deeper than {MAX_DEPTH} levels")
     number_text: list[str] = []
     arrays: list[pa.Array] = []
     found: list[Problem] = []
-    for name, column in zip(batch.schema.names, batch.columns, strict=True):
+    for name, column in zip(names, batch.columns, strict=True):
         array, problems = _convert(column, _Where(source, name, name, number_text))
         arrays.append(array)
         found.extend(problems)
-    out = pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
+    out = pa.RecordBatch.from_arrays(arrays, names=names)
     reasons: dict[int, str] = {}
     for mask, why in found:
         for i in np.flatnonzero(mask).tolist():
@@ -160,6 +168,26 @@ def _convert(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
             or _is(t, "is_list_view") or _is(t, "is_large_list_view")):
         return _list(arr, where)
     return _fallback(arr, where), []
+
+
+def _depth(t: pa.DataType) -> int:
+    """How deeply a type nests (structs, lists, maps); not recursive, so any depth is safe."""
+    deepest = 0
+    todo = [(t, 0)]
+    while todo:
+        t, depth = todo.pop()
+        deepest = max(deepest, depth)
+        if isinstance(t, pa.BaseExtensionType):
+            todo.append((t.storage_type, depth))
+        elif pa.types.is_dictionary(t) or pa.types.is_run_end_encoded(t):
+            todo.append((t.value_type, depth))
+        elif pa.types.is_map(t):
+            todo += [(t.key_type, depth + 1), (t.item_type, depth + 1)]
+        elif pa.types.is_struct(t):
+            todo += [(t.field(i).type, depth + 1) for i in range(t.num_fields)]
+        elif hasattr(t, "value_type"):
+            todo.append((t.value_type, depth + 1))  # the list types
+    return deepest
 
 
 def _is(t: pa.DataType, test: str) -> bool:

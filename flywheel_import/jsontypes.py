@@ -24,6 +24,10 @@ from typing import Any
 import polars as pl
 from polars.datatypes import DataTypeClass
 
+#: Deepest nesting read (a top-level object is 1): polars reads nested values recursively
+#: and crashes on very deep ones, and no event export nests this far.
+MAX_DEPTH = 64
+
 _INT64 = (-(2**63), 2**63 - 1)
 _INT128 = (-(2**127), 2**127 - 1)
 
@@ -50,6 +54,23 @@ def dtype_of(value: Any) -> pl.DataType:
             out = merge(out, pl.List(dtype_of(item)))
         return out
     return pl.String()
+
+
+def nesting(value: Any) -> int:
+    """How deeply objects and arrays nest in ``value`` (0 for a scalar); not recursive."""
+    deepest = 0
+    todo: list[tuple[Any, int]] = [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict):
+            children: Iterable[Any] = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def record_schema(records: Iterable[Mapping[str, Any]]) -> dict[str, pl.DataType]:

@@ -209,6 +209,8 @@ def _text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     """An id as text: ``000123`` stays, an int64 123 becomes ``"123"``, 12.0 becomes ``"12"``."""
     if dtype == pl.String:
         out = expr
+    elif _nested(dtype):
+        out = json_value(expr)
     elif dtype.is_float():
         out = (pl.when(expr.is_finite() & (expr == expr.round(0)) & (expr.abs() < 2**53))
                .then(expr.cast(pl.Int64, strict=False).cast(pl.String))
@@ -218,6 +220,10 @@ def _text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     else:
         out = expr.cast(pl.String, strict=False)
     return pl.when(out != "").then(out)
+
+
+def _nested(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.List | pl.Array | pl.Struct)
 
 
 def _constant_text(value: object) -> str:
@@ -262,6 +268,8 @@ def _timestamp(ts: TimestampMapping, schema: dict[str, pl.DataType], where: str
         assert ts.column is not None
         dtype = schema[ts.column]
         raw = _text(pl.col(ts.column), dtype) if dtype == pl.String else pl.col(ts.column)
+        if _nested(dtype):  # a list is no time: its JSON text fails to parse, row by row
+            raw, dtype = _text(raw, dtype), pl.String()
     instant = to_utc(raw, dtype, timezone=ts.timezone, fmt=ts.format, unit=ts.unit, where=where)
     raw_text = _text(raw, dtype) if dtype != pl.String else raw
     return raw_text, instant
@@ -347,6 +355,9 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
     col = pl.col(spec.column)
     none = pl.lit(None, pl.String)
     label = spec.column
+    if _nested(dtype) and spec.kind not in ("json_text", "string"):
+        # Declared a number, boolean or date-time: its JSON text is checked like any text.
+        col, dtype = json_value(col), pl.String()
 
     def problem(bad: pl.Expr, what: str) -> pl.Expr:
         shown = col.cast(pl.String, strict=False).str.slice(0, 60)

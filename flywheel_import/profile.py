@@ -46,7 +46,7 @@ class FileProfile:
         # is seen as one key) and read that way; the plan sees it flattened, like Parquet.
         if self.source.format == "ndjson" and self.read_schema is None:
             self.read_schema = self.schema
-            self.schema = dict(flatten(pl.DataFrame(schema=self.schema)).schema)
+            self.schema = dict(flatten(pl.DataFrame(schema=self.schema), self.source.name).schema)
 
     @property
     def columns(self) -> list[str]:
@@ -186,4 +186,4 @@ def _parquet_profile(src: SourceFile) -> FileProfile:
     # Decimals too wide for polars arrive as their exact text: numbers, like the text numbers
     # of a CSV file.
     kinds: dict[str, TextKind] = dict.fromkeys(converted.number_text, "number")
-    return FileProfile(src, dict(flatten(empty).schema), rows, kinds)
+    return FileProfile(src, dict(flatten(empty, src.name).schema), rows, kinds)

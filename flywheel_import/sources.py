@@ -12,6 +12,7 @@ import codecs
 import io
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from .config import CsvOptions
 from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
-from .jsontypes import record_schema
+from .jsontypes import MAX_DEPTH, nesting, record_schema
 from .prefetch import prefetch
 
 ROW = "__row"
@@ -57,11 +58,21 @@ def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
             yield from _ndjson_batches(src, batch_rows, schema)
     except InputError:
         raise
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
+        raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
+    except Exception as e:
+        if src.compression != "zstd" or not _is_zstd_error(e):
+            raise
         raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
     except pl.exceptions.PolarsError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{src.name}: cannot read: {first}") from None
+
+
+def _is_zstd_error(e: Exception) -> bool:
+    import zstandard  # loaded only for .zst files
+
+    return isinstance(e, zstandard.ZstdError)
 
 
 # --- CSV / TSV -------------------------------------------------------------------------------
@@ -232,7 +243,7 @@ def parquet_frame(src: SourceFile, rb: Any, first_row: int
     frame = pl.from_arrow(converted.batch)
     if not isinstance(frame, pl.DataFrame):
         raise InputError(f"{src.name}: Parquet data is not a table")
-    frame = flatten(frame)
+    frame = flatten(frame, src.name)
     rows = np.arange(first_row, first_row + rb.num_rows, dtype=np.int64)
     bad: list[BadRecord] = []
     if converted.problems:
@@ -245,16 +256,28 @@ def parquet_frame(src: SourceFile, rb: Any, first_row: int
     return frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64)), bad
 
 
-def flatten(frame: pl.DataFrame) -> pl.DataFrame:
-    """Struct columns become ``parent.child`` columns, recursively, in place."""
+def flatten(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Struct columns become ``parent.child`` columns, recursively, in place.
+
+    A name that would then appear twice (a column ``a.b`` next to a struct ``a`` with a field
+    ``b``) is an :class:`InputError` naming ``source``.
+    """
     while any(isinstance(dt, pl.Struct) for dt in frame.dtypes):
         exprs: list[pl.Expr] = []
+        names: list[str] = []
         for name, dt in frame.schema.items():
             if isinstance(dt, pl.Struct):
-                exprs.extend(pl.col(name).struct.field(f.name).alias(f"{name}.{f.name}")
-                             for f in dt.fields)
+                for f in dt.fields:
+                    names.append(f"{name}.{f.name}")
+                    exprs.append(pl.col(name).struct.field(f.name).alias(names[-1]))
             else:
+                names.append(name)
                 exprs.append(pl.col(name))
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InputError(f"{source}: column name(s) {', '.join(map(repr, twice))} appear "
+                             "twice once nested keys are flattened (as written, and as "
+                             "parent.child)")
         frame = frame.select(exprs)
     return frame
 
@@ -270,15 +293,30 @@ LONG_LINE_HEAD = 1024
 
 @dataclass(slots=True)
 class _Lines:
-    """One chunk's records: the lines to parse, and the too-long ones (position, first bytes)."""
+    """One chunk's records: the lines to parse, and those set aside before parsing (position
+    among the chunk's records, first bytes, reason)."""
 
     lines: list[bytes]
-    long: list[tuple[int, bytes]]
+    aside: list[tuple[int, str, str]]
     consumed: int
 
     @property
     def count(self) -> int:
-        return len(self.lines) + len(self.long)
+        return len(self.lines) + len(self.aside)
+
+    def long_line(self, head: bytes) -> None:
+        self.aside.append((self.count, _text(head[:LONG_LINE_HEAD]) + "...",
+                           f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)"))
+
+    def add(self, line: bytes) -> None:
+        # polars reads nested values recursively and overflows its stack on very deep ones
+        # (a crash, not an error), so a line that might be deeply nested is checked first.
+        if len(line) > 2 * MAX_DEPTH and line.count(b"{") + line.count(b"[") > MAX_DEPTH:
+            problem = _too_deep(line)
+            if problem is not None:
+                self.aside.append((self.count, _text(line), problem))
+                return
+        self.lines.append(line)
 
 
 def _ndjson_batches(src: SourceFile, batch_rows: int,
@@ -289,14 +327,12 @@ def _ndjson_batches(src: SourceFile, batch_rows: int,
     for chunk in _ndjson_chunks(src):
         rows = np.arange(next_row, next_row + chunk.count, dtype=np.int64)
         next_row += chunk.count
-        bad = [BadRecord(int(rows[i]), _long_line_text(head),
-                         f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)")
-               for i, head in chunk.long]
-        if chunk.long:
-            rows = np.delete(rows, [i for i, _ in chunk.long])
+        bad = [BadRecord(int(rows[i]), raw, reason) for i, raw, reason in chunk.aside]
+        if chunk.aside:
+            rows = np.delete(rows, [i for i, _, _ in chunk.aside])
         frame, more_bad, rows = _parse_lines(chunk.lines, rows, schema)
         if schema is not None:
-            frame = flatten(frame)
+            frame = flatten(frame, src.name)
         frame = frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
         bad = sorted(bad + more_bad, key=lambda b: b.row)
         yield from _slices(src, frame, bad, batch_rows, chunk.consumed)
@@ -326,7 +362,9 @@ def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
                 if first:
                     first, head = False, head.removeprefix(b"\xef\xbb\xbf")
                 carry, skipping = b"", True
-                yield _Lines([], [(0, head[:LONG_LINE_HEAD])], len(raw))
+                chunk = _Lines([], [], len(raw))
+                chunk.long_line(head)
+                yield chunk
                 continue
             buf = carry + data if carry else data
             if first and (len(buf) >= 3 or final):
@@ -338,19 +376,29 @@ def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
             chunk = _Lines([], [], len(raw))
             for line in buf[:cut].split(b"\n"):
                 if len(line) > MAX_LINE_BYTES:
-                    chunk.long.append((chunk.count, line[:LONG_LINE_HEAD]))
+                    chunk.long_line(line)
                 elif line.strip():
-                    chunk.lines.append(line)
+                    chunk.add(line)
             if len(carry) > MAX_LINE_BYTES:
-                chunk.long.append((chunk.count, carry[:LONG_LINE_HEAD]))
+                chunk.long_line(carry)
                 carry, skipping = b"", True
             yield chunk
             if final:
                 return
 
 
-def _long_line_text(head: bytes) -> str:
-    return head.decode("utf-8", "replace") + "..."
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _too_deep(line: bytes) -> str | None:
+    """Why a line must not reach polars (too deep, or not JSON at all), or None."""
+    problem = _json_object(line)
+    if isinstance(problem, str):
+        return problem
+    if nesting(problem) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    return None
 
 
 def _read_ndjson(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
@@ -383,7 +431,7 @@ def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
     for i, line in enumerate(lines):
         value = _json_object(line)
         if isinstance(value, str):
-            bad.append(BadRecord(int(rows[i]), line.decode("utf-8", "replace"), value))
+            bad.append(BadRecord(int(rows[i]), _text(line), value))
         else:
             good.append(line)
             keep.append(i)
@@ -403,7 +451,7 @@ def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
             fits.append(i)
         except (pl.exceptions.PolarsError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            bad.append(BadRecord(int(rows[i]), line.decode("utf-8", "replace"),
+            bad.append(BadRecord(int(rows[i]), _text(line),
                                  f"does not fit the file's types: {first}"))
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     return frame, sorted(bad, key=lambda b: b.row), rows[fits]

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,7 @@ from flywheel_import.inputs import detect
 from flywheel_import.jsontypes import merge
 from flywheel_import.profile import profile
 from flywheel_import.sandbox import Sandbox
-from tests.foundation_helpers import run, write_config
+from tests.foundation_helpers import read_rejects, run, write_config
 
 TS = "2024-01-15T10:30:00Z"
 KEY = "ndjson-edges-key-123"
@@ -246,3 +248,57 @@ def test_long_line_is_skipped_without_being_held_in_memory(tmp_path: Path) -> No
         tracemalloc.stop()
     assert (rows, bad) == ([1, 3, 4], [2])
     assert peak < 24 << 20  # a few 4 MiB chunks, far from the 40 MiB line
+
+
+# --- hostile files: a row reject or a one-line error, never an internal error ----------------
+
+
+def validate_cli(tmp_path: Path, name: str, data: bytes, capsys: pytest.CaptureFixture[str],
+                 mapping: dict[str, Any] | None = None) -> tuple[int, list[str]]:
+    (tmp_path / name).write_bytes(data)
+    cfg = write_config(tmp_path, mapping, source={"path": name},
+                       output={"rejects": "rejects.csv"})
+    code = main(["validate", str(cfg), "--no-progress"])
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_deeply_nested_line_is_a_malformed_row_not_a_crash(tmp_path: Path) -> None:
+    # polars overflows its stack on such a line (the process dies), so run it apart.
+    deep = ('{"event":"a","user_id":"u2","ts":"' + TS + '","d":' + '{"a":' * 1000 + "1"
+            + "}" * 1000 + "}")
+    (tmp_path / "deep.ndjson").write_text(ndjson(line("u1"), deep, line("u3")))
+    cfg = write_config(tmp_path, source={"path": "deep.ndjson"},
+                       output={"rejects": "rejects.csv"})
+    done = subprocess.run([sys.executable, "-m", "flywheel_import", "validate", str(cfg),
+                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr
+    [reject] = read_rejects(tmp_path / "rejects.csv")
+    assert (reject["_row"], reject["_error_message"]) == (2, "nested deeper than 64 levels")
+
+
+def test_key_written_dotted_and_nested_is_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ndjson(line("u1", **{"a.b": 1}), line("u2", a={"b": 2})).encode()
+    code, err = validate_cli(tmp_path, "dotted.ndjson", data, capsys)
+    assert code == 2 and len(err) == 1
+    assert "dotted.ndjson" in err[0] and "'a.b' appear twice" in err[0]
+
+
+def test_corrupt_zstd_ndjson_is_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, err = validate_cli(tmp_path, "bad.ndjson.zst", b"not zstd at all", capsys)
+    assert code == 2 and len(err) == 1 and "bad.ndjson.zst" in err[0]
+
+
+def test_arrays_where_ids_times_or_numbers_are_expected_reject_the_row(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ndjson(json.dumps({"event": "a", "user_id": ["x"], "ts": [1], "n": [1]}),
+                  line("u2", n=2)).encode()
+    mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts",
+               "properties": {"types": {"n": "number"}}}
+    code, _ = validate_cli(tmp_path, "lists.ndjson", data, capsys, mapping)
+    assert code == 1
+    [reject] = read_rejects(tmp_path / "rejects.csv")
+    assert reject["_row"] == 1
+    assert reject["_error_code"] == "INVALID_TIMESTAMP;INVALID_PROPERTY"
+    assert reject["user_id"] == '["x"]'

@@ -25,6 +25,7 @@ import pytest
 from flywheel_import.arrowtypes import convert, empty_batch
 from flywheel_import.cli import main
 from flywheel_import.config import SourceConfig
+from flywheel_import.errors import InputError
 from flywheel_import.inputs import detect
 from flywheel_import.profile import profile
 from flywheel_import.sandbox import Sandbox
@@ -372,3 +373,40 @@ def test_garbage_parquet_gz_is_one_line_error_and_leaves_no_temp_file(
         err = capsys.readouterr().err
         assert name in err and len(err.strip().splitlines()) == 1
         assert list(temp.glob("flywheel-*")) == []
+
+
+def test_duplicate_or_colliding_parquet_columns_are_a_one_line_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = [pa.array(["a"]), pa.array(["u"]), pa.array(["2024-01-15T10:30:00Z"])]
+    tables = {
+        "dup.parquet": pa.table([*base, pa.array([1]), pa.array([2])],
+                                names=["event", "user_id", "ts", "x", "x"]),
+        "dotted.parquet": pa.table([*base, pa.array([1]), pa.array([{"b": 2}])],
+                                   names=["event", "user_id", "ts", "a.b", "a"]),
+    }
+    for name, table in tables.items():
+        pq.write_table(table, tmp_path / name)
+        cfg = write_config(tmp_path, {"event": "event", "user_id": "user_id", "timestamp": "ts"},
+                           source={"path": name})
+        assert main(["validate", str(cfg), "--no-progress"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and name in err[0] and "internal error" not in err[0]
+
+
+def test_parquet_type_nested_too_deep_is_a_one_line_error() -> None:
+    dtype: pa.DataType = pa.int64()
+    for _ in range(70):
+        dtype = pa.struct([("a", dtype)])
+    batch = pa.RecordBatch.from_arrays([pa.nulls(1, dtype)], names=["deep"])
+    with pytest.raises(InputError, match="'deep' nests deeper than 64 levels"):
+        convert(batch, "x.parquet")
+
+
+def test_list_column_mapped_as_id_or_timestamp_rejects_the_row(tmp_path: Path) -> None:
+    path = tmp_path / "l.parquet"
+    pq.write_table(pa.table({"event": ["a"], "user_id": pa.array([[1, 2]]),
+                             "ts": pa.array([[1]])}), path)
+    res = run(tmp_path, {}, {"event": "event", "user_id": "user_id", "timestamp": "ts"},
+              inputs=[str(path)])
+    assert [(r["_row"], r["_error_code"], r["user_id"]) for r in res.rejects] == [
+        (1, "INVALID_TIMESTAMP", "[1,2]")]
