@@ -159,13 +159,16 @@ def _count_kinds(frame: pl.DataFrame, cols: list[str], counts: dict[str, list[in
 
 
 def _unify(src: SourceFile, schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:
-    """One schema for the whole file: each column's chunk types merged (see :mod:`.jsontypes`),
-    columns in order of first appearance."""
+    """One schema for the whole file: each column's chunk types merged (see :mod:`.jsontypes`).
+
+    NDJSON keys go in name order: polars orders the keys it infers by what a chunk holds, and
+    a record's body must not depend on how the file was cut.
+    """
     out: dict[str, pl.DataType] = {}
     for s in schemas:
         for name, dtype in s.items():
             out[name] = merge(out[name], canonical(dtype)) if name in out else canonical(dtype)
-    return out
+    return dict(sorted(out.items())) if src.format == "ndjson" else out
 
 
 def _parquet_profile(src: SourceFile) -> FileProfile:

@@ -104,14 +104,18 @@ def test_mixed_key_bodies_are_identical_however_the_file_is_chunked(
     assert props[-1] == {"o.y": '{"deep": 1}'}
 
 
-def test_nested_keys_are_in_name_order_however_the_file_is_chunked(
+def test_keys_are_in_name_order_however_the_file_is_chunked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # polars orders the nested keys it infers by what a chunk holds: {c, b} for these two
-    # lines in one chunk, {b} and then {b, c} in two.
-    text = ndjson(line("k1", p={"b": 1}), line("k2", p={"c": "x", "b": 2}))
-    bodies, _ = every_chunking(tmp_path, monkeypatch, text, chunks=(90, 4 << 20))
-    assert [list(json.loads(b)["event"]["properties"]) for b in bodies] == [
-        ["p.b"], ["p.b", "p.c"]]
+    # polars orders the keys it infers by what a chunk holds: nested {c, b} for the first two
+    # lines in one chunk, {b} and then {b, c} in two; top-level keys much the same.
+    rng = np.random.default_rng(3)
+    others = [line(f"r{i}", **{k: i for k in rng.choice(list("hgfedcba"), 3, replace=False)})
+              for i in range(30)]
+    text = ndjson(line("k1", p={"b": 1}), line("k2", p={"c": "x", "b": 2}), *others)
+    bodies, _ = every_chunking(tmp_path, monkeypatch, text, chunks=(90, 700, 4 << 20))
+    keys = [list(json.loads(b)["event"]["properties"]) for b in bodies]
+    assert keys[:2] == [["p.b"], ["p.b", "p.c"]]
+    assert all(k == sorted(k) for k in keys)
 
 
 def test_mixed_key_in_one_chunk_and_across_chunks_reads_alike(
