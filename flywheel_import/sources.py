@@ -3,7 +3,9 @@
 Every reader yields :class:`RawBatch` values of at most ``batch_rows`` rows: a polars frame whose
 first column ``__row`` is the 1-based data record number in its file (header excluded), plus the
 records that could not be parsed, as raw text. Memory follows the chunk size, not the file size.
-Struct columns are flattened to ``parent.child``; empty text cells become null.
+Struct columns are flattened to ``parent.child``; empty text cells become null. Parquet batches
+pass through :mod:`.arrowtypes`; NDJSON chunks are read with the file's merged types
+(:mod:`.jsontypes`).
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ class RawBatch:
 
 def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
                  schema: dict[str, pl.DataType] | None = None) -> Iterator[RawBatch]:
-    """Yield the file's rows in batches; ``schema`` (from profiling) aligns NDJSON chunks."""
+    """Yield the file's rows in batches; ``schema`` is the NDJSON file's nested types from
+    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs."""
     try:
         if src.format in ("csv", "tsv"):
             yield from _csv_batches(src, csv, batch_rows)
