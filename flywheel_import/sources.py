@@ -63,13 +63,15 @@ def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
         raise
     except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:
+        # A panic is polars failing on data it did not expect: still this file's fault to the
+        # user, and worth one line naming it rather than a traceback.
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{src.name}: cannot read: {first}") from None
     except Exception as e:
         if src.compression != "zstd" or not _is_zstd_error(e):
             raise
         raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
-    except pl.exceptions.PolarsError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(f"{src.name}: cannot read: {first}") from None
 
 
 def _is_zstd_error(e: Exception) -> bool:

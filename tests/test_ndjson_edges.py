@@ -306,3 +306,11 @@ def test_arrays_where_ids_times_or_numbers_are_expected_reject_the_row(
     assert reject["_row"] == 1
     assert reject["_error_code"] == "INVALID_TIMESTAMP;INVALID_PROPERTY"
     assert reject["user_id"] == '["x"]'
+
+
+def test_polars_refusing_a_chunk_is_a_one_line_error_naming_the_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = ndjson(line("u1", __row=5)).encode()  # collides with the record number column
+    code, err = validate_cli(tmp_path, "row.ndjson", data, capsys)
+    assert code == 2 and len(err) == 1
+    assert "row.ndjson: cannot read" in err[0] and "internal error" not in err[0]
