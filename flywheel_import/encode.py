@@ -148,26 +148,34 @@ class Encoder:
             total = total + pl.when(props > 0).then(props - 1).otherwise(0)
         return total.cast(pl.Int64)
 
-    def content_hash(self) -> pl.Expr:
-        """A 64-bit fingerprint of the core: equal exactly when the cores are equal (so when
-        the derived ids are), but computed without writing the core's text.
+    def content_hash(self, frame: pl.DataFrame) -> pl.Series:
+        """A 64-bit fingerprint of each row's core: equal exactly when the cores are equal (so
+        when the derived ids are), but computed without writing the core's text.
 
         A chain over the members in the order the core writes them: each present member
         mixes in its key, whether its value is written as a JSON string, and the value; a
         null member is skipped, as the core omits it. So ``{"page": "home"}`` and
         ``{"screen": "home"}`` differ, ``"5"`` and ``5`` differ, and a null in a column that
         another file does not have changes nothing. Two different cores share a fingerprint
-        with probability about 2^-64 per pair.
+        with probability about 2^-64 per pair. Each link is materialized before the next:
+        as one expression, a link that may be skipped holds the chain so far twice, and the
+        expression would double with every column.
         """
-        h: pl.Expr = pl.lit(_CHAIN_START, pl.UInt64)
-        for seed, column in self._chain():
+        chain = self._chain()
+        needed = list(dict.fromkeys(c for _, c in chain if c is not None))
+        out = frame.select(pl.lit(_CHAIN_START, pl.UInt64).alias(_CHAIN), *needed)
+        h = pl.col(_CHAIN)
+        for seed, column in chain:
             if column is None:  # a member every core has, or the start of the properties
-                h = _mix(h, pl.lit(seed, pl.UInt64))
-            elif not self._all_null.get(column, False):
+                link = _mix(h, pl.lit(seed, pl.UInt64))
+            elif self._all_null.get(column, False):
+                continue
+            else:
                 step = _mix(h, pl.col(column).hash(seed=seed))
-                h = pl.when(pl.col(column).is_null()).then(h).otherwise(step) if (
-                    self._nulls.get(column, True)) else step
-        return h
+                link = (pl.when(pl.col(column).is_null()).then(h).otherwise(step)
+                        if self._nulls.get(column, True) else step)
+            out = out.with_columns(link.alias(_CHAIN))
+        return out.get_column(_CHAIN)
 
     def _chain(self) -> list[tuple[int, str | None]]:
         """(seed naming the member, column or None) for each member of the core, in order."""
@@ -221,6 +229,7 @@ def _mix(h: pl.Expr, value_hash: pl.Expr) -> pl.Expr:
 
 
 _CHAIN_START, _MIX_SEED = _seed("core"), _seed("mix")
+_CHAIN = "__content_chain"
 
 #: Bytes the body adds to the core besides the id's JSON: it wraps the core as
 #: '{"event":' + '{"event_id":' + id + ',' + core without its '{' + '}'.

@@ -112,6 +112,9 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     identify, identify_raw = _identify(m.identify, schema)
     specs = _property_specs(cfg, prof, schema)
     tz = ts.timezone if ts else "UTC"
+    # Text numbers: a CSV value must be plain (see PLAIN_NUMBER); a Parquet decimal too wide
+    # for polars arrives as exact text and is any JSON number.
+    number = PLAIN_NUMBER if prof.is_text else _JSON_NUMBER
     return Plan(
         event=_event(m.event, schema),
         user_id=_id_field(m.user_id, schema),
@@ -125,7 +128,7 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
         property_exprs=tuple(_property_value(s, schema[s.column], tz) for s in specs),
         added_null_columns=tuple(added),
         ts_auto=ts_auto,
-        guards=tuple((s.slot, s.column, PLAIN_NUMBER if s.kind == "raw_number" else PLAIN_BOOLEAN)
+        guards=tuple((s.slot, s.column, number if s.kind == "raw_number" else PLAIN_BOOLEAN)
                      for s in specs if s.kind in ("raw_number", "text_boolean")
                      and schema[s.column] == pl.String),
         identify_constant=(m.identify if isinstance(m.identify, bool) else
@@ -206,6 +209,8 @@ def _text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     """An id as text: ``000123`` stays, an int64 123 becomes ``"123"``, 12.0 becomes ``"12"``."""
     if dtype == pl.String:
         out = expr
+    elif _nested(dtype):
+        out = json_value(expr)
     elif dtype.is_float():
         out = (pl.when(expr.is_finite() & (expr == expr.round(0)) & (expr.abs() < 2**53))
                .then(expr.cast(pl.Int64, strict=False).cast(pl.String))
@@ -215,6 +220,10 @@ def _text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     else:
         out = expr.cast(pl.String, strict=False)
     return pl.when(out != "").then(out)
+
+
+def _nested(dtype: pl.DataType) -> bool:
+    return isinstance(dtype, pl.List | pl.Array | pl.Struct)
 
 
 def _constant_text(value: object) -> str:
@@ -259,6 +268,8 @@ def _timestamp(ts: TimestampMapping, schema: dict[str, pl.DataType], where: str
         assert ts.column is not None
         dtype = schema[ts.column]
         raw = _text(pl.col(ts.column), dtype) if dtype == pl.String else pl.col(ts.column)
+        if _nested(dtype):  # a list is no time: its JSON text fails to parse, row by row
+            raw, dtype = _text(raw, dtype), pl.String()
     instant = to_utc(raw, dtype, timezone=ts.timezone, fmt=ts.format, unit=ts.unit, where=where)
     raw_text = _text(raw, dtype) if dtype != pl.String else raw
     return raw_text, instant
@@ -311,8 +322,7 @@ def _property_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataTyp
         types[col] = typ
     specs: list[PropertySpec] = []
     for col in columns:
-        kind = _kind(types.get(col), schema[col], prof.text_kinds.get(col) if prof.is_text
-                     else None)
+        kind = _kind(types.get(col), schema[col], prof.text_kinds.get(col))
         specs.append(PropertySpec(col, props.rename.get(col, col), kind, f"p{len(specs)}"))
     return specs
 
@@ -345,6 +355,9 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
     col = pl.col(spec.column)
     none = pl.lit(None, pl.String)
     label = spec.column
+    if _nested(dtype) and spec.kind not in ("json_text", "string"):
+        # Declared a number, boolean or date-time: its JSON text is checked like any text.
+        col, dtype = json_value(col), pl.String()
 
     def problem(bad: pl.Expr, what: str) -> pl.Expr:
         shown = col.cast(pl.String, strict=False).str.slice(0, 60)

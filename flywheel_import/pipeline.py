@@ -162,8 +162,8 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
 def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True,
                      resume: Resume | None = None) -> Iterator[Prepared]:
     for job in jobs:
-        schema = job.profile.schema if job.source.format == "ndjson" else None
-        read = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows, schema)
+        read = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows,
+                            job.profile.read_schema)
         raws = prefetch(resume.mask(read) if resume is not None else read)
         # Batches are examined two at a time (polars and numpy release the GIL) and settled
         # in order, so "the first of two equal ids wins" still means the first in the file.

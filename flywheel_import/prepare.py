@@ -79,12 +79,17 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
         json_value(pl.col("event_id")).str.len_bytes())
     # The body's size is measured, not built: bodies are written for sendable rows only.
     # A derived id is a function of the event's content: equal content, equal id.
+    id_key = pl.col("event_id").hash(seed=_ID_SEED)
+    if events.get_column("event_id").null_count():
+        events = events.with_columns(enc.content_hash(events).alias("_content"))
+        key = pl.when(derived).then(pl.col("_content")).otherwise(id_key)
+    else:
+        key = id_key
     events = events.with_columns(
         validation.passes_row_checks().alias("_ok"),
         (enc.core_length() + BODY_OVERHEAD + id_bytes).alias("body_bytes"),
         derived.alias("_derived"),
-        pl.when(derived).then(enc.content_hash())
-        .otherwise(pl.col("event_id").hash(seed=_ID_SEED)).alias("_key"),
+        key.alias("_key"),
     )
     too_big = pl.col("body_bytes") > cfg.api.max_body_bytes
     events = events.with_columns(too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))

@@ -21,6 +21,7 @@ from .config import CsvOptions, SourceConfig
 from .csvsplit import RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
+from .jsontypes import canonical, merge
 from .sources import ROW, csv_dialect, flatten, header_names, parquet_file, read_batches
 
 TextKind = Literal["number", "boolean", "string"]
@@ -39,6 +40,15 @@ class FileProfile:
     rows: int
     text_kinds: dict[str, TextKind] = field(default_factory=dict)
     is_text: bool = False
+    #: NDJSON: the nested types every chunk is read with (objects as structs).
+    read_schema: dict[str, pl.DataType] | None = None
+
+    def __post_init__(self) -> None:
+        # NDJSON is typed with its objects nested (so a key holding both objects and scalars
+        # is seen as one key) and read that way; the plan sees it flattened, like Parquet.
+        if self.source.format == "ndjson" and self.read_schema is None:
+            self.read_schema = self.schema
+            self.schema = dict(flatten(pl.DataFrame(schema=self.schema), self.source.name).schema)
 
     @property
     def columns(self) -> list[str]:
@@ -222,38 +232,34 @@ def column_stats(frame: pl.DataFrame, cols: list[str]) -> dict[str, KindStats]:
 
 
 def _unify(src: SourceFile, schemas: list[dict[str, pl.DataType]]) -> dict[str, pl.DataType]:
-    """One schema for the whole file: the supertype of each column across chunks."""
-    if not schemas:
-        return {}
+    """One schema for the whole file: each column's chunk types merged (see :mod:`.jsontypes`).
+
+    NDJSON keys go in name order: polars orders the keys it infers by what a chunk holds, and
+    a record's body must not depend on how the file was cut.
+    """
     out: dict[str, pl.DataType] = {}
     for s in schemas:
         for name, dtype in s.items():
-            prev = out.get(name)
-            if prev is None or prev == pl.Null:
-                out[name] = dtype
-            elif dtype != prev and dtype != pl.Null:
-                out[name] = _supertype(prev, dtype)
-    return out
-
-
-def _supertype(a: pl.DataType, b: pl.DataType) -> pl.DataType:
-    try:
-        frame = pl.concat([pl.DataFrame(schema={"x": a}), pl.DataFrame(schema={"x": b})],
-                          how="vertical_relaxed")
-        return frame.schema["x"]
-    except pl.exceptions.PolarsError:
-        return pl.String()
+            out[name] = merge(out[name], canonical(dtype)) if name in out else canonical(dtype)
+    return dict(sorted(out.items())) if src.format == "ndjson" else out
 
 
 def _parquet_profile(src: SourceFile) -> FileProfile:
+    """Types from the file's schema, converted exactly as its batches will be."""
+    from .arrowtypes import convert, empty_batch
+
     temps: list[Path] = []
     try:
         pf = parquet_file(src, temps)
-        empty = pl.from_arrow(pf.schema_arrow.empty_table())  # type: ignore[attr-defined]
+        converted = convert(empty_batch(pf.schema_arrow), src.name)  # type: ignore[attr-defined]
         rows = int(pf.metadata.num_rows)  # type: ignore[attr-defined]
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
+    empty = pl.from_arrow(converted.batch)
     if not isinstance(empty, pl.DataFrame):
         raise InputError(f"{src.name}: Parquet schema is not a table")
-    return FileProfile(src, dict(flatten(empty).schema), rows)
+    # Decimals too wide for polars arrive as their exact text: numbers, like the text numbers
+    # of a CSV file.
+    kinds: dict[str, TextKind] = dict.fromkeys(converted.number_text, "number")
+    return FileProfile(src, dict(flatten(empty, src.name).schema), rows, kinds)

@@ -3,7 +3,9 @@
 Every reader yields :class:`RawBatch` values of at most ``batch_rows`` rows: a polars frame whose
 first column ``__row`` is the 1-based data record number in its file (header excluded), plus the
 records that could not be parsed, as raw text. Memory follows the chunk size, not the file size.
-Struct columns are flattened to ``parent.child``; empty text cells become null.
+Struct columns are flattened to ``parent.child``; empty text cells become null. Parquet batches
+pass through :mod:`.arrowtypes`; NDJSON chunks are read with the file's merged types
+(:mod:`.jsontypes`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,11 @@ import codecs
 import io
 import shutil
 import tempfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -22,9 +26,10 @@ import orjson
 import polars as pl
 
 from .config import CsvOptions
-from .csvsplit import BadRecord, Block, RecordSplitter
+from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
+from .jsontypes import MAX_DEPTH, nesting, record_schema
 from .prefetch import prefetch
 
 ROW = "__row"
@@ -48,7 +53,8 @@ class RawBatch:
 
 def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
                  schema: dict[str, pl.DataType] | None = None) -> Iterator[RawBatch]:
-    """Yield the file's rows in batches; ``schema`` (from profiling) aligns NDJSON chunks."""
+    """Yield the file's rows in batches; ``schema`` is the NDJSON file's nested types from
+    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs."""
     try:
         if src.format in ("csv", "tsv"):
             yield from _csv_batches(src, csv, batch_rows)
@@ -58,11 +64,23 @@ def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
             yield from _ndjson_batches(src, batch_rows, schema)
     except InputError:
         raise
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
-    except pl.exceptions.PolarsError as e:
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException) as e:
+        # A panic is polars failing on data it did not expect: still this file's fault to the
+        # user, and worth one line naming it rather than a traceback.
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise InputError(f"{src.name}: cannot read: {first}") from None
+    except Exception as e:
+        if src.compression != "zstd" or not _is_zstd_error(e):
+            raise
+        raise InputError(f"{src.name}: cannot read (truncated or corrupt?): {e}") from None
+
+
+def _is_zstd_error(e: Exception) -> bool:
+    import zstandard  # loaded only for .zst files
+
+    return isinstance(e, zstandard.ZstdError)
 
 
 # --- CSV / TSV -------------------------------------------------------------------------------
@@ -172,26 +190,38 @@ def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_ro
 
 
 def _parquet_path(src: SourceFile, stack: list[Path]) -> Path:
-    """Parquet needs random access: a compressed file is first expanded to a temp file."""
+    """Parquet needs random access: a compressed file is first expanded to a temp file.
+
+    The temp file is on ``stack`` (for the caller to remove) before a byte is written, so a
+    failed expansion (a corrupt or truncated archive) leaves nothing behind.
+    """
     if src.compression == "none":
         return src.path
-    tmp = tempfile.NamedTemporaryFile(prefix="flywheel-", suffix=".parquet", delete=False)  # noqa: SIM115
-    with tmp, open_stream(src) as stream:
+    fd, name = tempfile.mkstemp(prefix="flywheel-", suffix=".parquet")
+    stack.append(Path(name))
+    with open(fd, "wb") as tmp, open_stream(src) as stream:
         shutil.copyfileobj(stream, tmp, 1 << 20)
-    stack.append(Path(tmp.name))
-    return Path(tmp.name)
+    return Path(name)
 
 
 def parquet_file(src: SourceFile, stack: list[Path]) -> object:
     import pyarrow.parquet as pq
 
     try:
-        return pq.ParquetFile(_parquet_path(src, stack))
+        path = _parquet_path(src, stack)
+    except InputError:
+        raise
+    except Exception as e:  # gzip, zlib and zstandard each raise their own errors
+        raise InputError(f"{src.name}: cannot expand ({src.compression}): {e}") from None
+    try:
+        return pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises its own hierarchy (ArrowInvalid, OSError...)
         raise InputError(f"{src.name}: not a readable Parquet file: {e}") from None
 
 
 def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
+    import pyarrow as pa
+
     temps: list[Path] = []
     try:
         pf = parquet_file(src, temps)
@@ -200,12 +230,10 @@ def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
         next_row = 1
         try:
             for rb in pf.iter_batches(batch_size=batch_rows):  # type: ignore[attr-defined]
-                frame = flatten(pl.from_arrow(rb))  # type: ignore[arg-type]
-                rows = np.arange(next_row, next_row + frame.height, dtype=np.int64)
-                next_row += frame.height
-                frame = frame.insert_column(0, pl.Series(ROW, rows))
-                yield RawBatch(src, frame, [], total_bytes * frame.height // total_rows)
-        except (OSError, ValueError) as e:
+                frame, bad = parquet_frame(src, rb, next_row)
+                next_row += rb.num_rows
+                yield RawBatch(src, frame, bad, total_bytes * rb.num_rows // total_rows)
+        except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{src.name}: Parquet data unreadable near row {next_row}: {e}"
                              ) from None
     finally:
@@ -213,97 +241,236 @@ def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
             t.unlink(missing_ok=True)
 
 
-def flatten(frame: pl.DataFrame) -> pl.DataFrame:
-    """Struct columns become ``parent.child`` columns, recursively, in place."""
+def parquet_frame(src: SourceFile, rb: Any, first_row: int
+                  ) -> tuple[pl.DataFrame, list[BadRecord]]:
+    """One Arrow record batch -> a flattened frame with ``__row``, and the rows that cannot be
+    represented (see :mod:`.arrowtypes`) as bad records."""
+    from .arrowtypes import convert, row_text
+
+    converted = convert(rb, src.name)
+    frame = pl.from_arrow(converted.batch)
+    if not isinstance(frame, pl.DataFrame):
+        raise InputError(f"{src.name}: Parquet data is not a table")
+    frame = flatten(frame, src.name)
+    rows = np.arange(first_row, first_row + rb.num_rows, dtype=np.int64)
+    bad: list[BadRecord] = []
+    if converted.problems:
+        at = list(converted.problems)
+        bad = [BadRecord(int(rows[i]), raw, converted.problems[i])
+               for i, raw in zip(at, row_text(rb, at), strict=True)]
+        keep = np.ones(rb.num_rows, dtype=np.bool_)
+        keep[at] = False
+        frame, rows = frame.filter(pl.Series(keep)), rows[keep]
+    return frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64)), bad
+
+
+def flatten(frame: pl.DataFrame, source: str) -> pl.DataFrame:
+    """Struct columns become ``parent.child`` columns, recursively, in place.
+
+    A name that would then appear twice (a column ``a.b`` next to a struct ``a`` with a field
+    ``b``) is an :class:`InputError` naming ``source``.
+    """
     while any(isinstance(dt, pl.Struct) for dt in frame.dtypes):
         exprs: list[pl.Expr] = []
+        names: list[str] = []
         for name, dt in frame.schema.items():
             if isinstance(dt, pl.Struct):
-                exprs.extend(pl.col(name).struct.field(f.name).alias(f"{name}.{f.name}")
-                             for f in dt.fields)
+                for f in dt.fields:
+                    names.append(f"{name}.{f.name}")
+                    exprs.append(pl.col(name).struct.field(f.name).alias(names[-1]))
             else:
+                names.append(name)
                 exprs.append(pl.col(name))
+        if len(set(names)) != len(names):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InputError(f"{source}: column name(s) {', '.join(map(repr, twice))} appear "
+                             "twice once nested keys are flattened (as written, and as "
+                             "parent.child)")
         frame = frame.select(exprs)
     return frame
 
 
 # --- NDJSON ----------------------------------------------------------------------------------
 
+#: A line longer than this is one malformed record (the same limit as a CSV record): it is
+#: skipped while streaming, never held whole.
+MAX_LINE_BYTES = MAX_RECORD_BYTES
+#: How much of a too-long line the rejects file keeps in ``_raw``.
+LONG_LINE_HEAD = 1024
+
+
+@dataclass(slots=True)
+class _Lines:
+    """One chunk's records: the lines to parse, and those set aside before parsing (position
+    among the chunk's records, first bytes, reason)."""
+
+    lines: list[bytes]
+    aside: list[tuple[int, str, str]]
+    consumed: int
+
+    @property
+    def count(self) -> int:
+        return len(self.lines) + len(self.aside)
+
+    def long_line(self, head: bytes) -> None:
+        self.aside.append((self.count, _text(head[:LONG_LINE_HEAD]) + "...",
+                           f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)"))
+
+    def add(self, line: bytes) -> None:
+        # polars reads nested values recursively and overflows its stack on very deep ones
+        # (a crash, not an error), so a line that might be deeply nested is checked first.
+        if len(line) > 2 * MAX_DEPTH and line.count(b"{") + line.count(b"[") > MAX_DEPTH:
+            problem = _too_deep(line)
+            if problem is not None:
+                self.aside.append((self.count, _text(line), problem))
+                return
+        self.lines.append(line)
+
 
 def _ndjson_batches(src: SourceFile, batch_rows: int,
                     schema: dict[str, pl.DataType] | None) -> Iterator[RawBatch]:
+    """Without ``schema`` (preflight) frames keep objects as structs, for the file's types to be
+    merged (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
     next_row = 1
+    for chunk in _ndjson_chunks(src):
+        rows = np.arange(next_row, next_row + chunk.count, dtype=np.int64)
+        next_row += chunk.count
+        bad = [BadRecord(int(rows[i]), raw, reason) for i, raw, reason in chunk.aside]
+        if chunk.aside:
+            rows = np.delete(rows, [i for i, _, _ in chunk.aside])
+        frame, more_bad, rows = _parse_lines(chunk.lines, rows, schema)
+        if schema is not None:
+            frame = flatten(frame, src.name)
+        frame = frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
+        bad = sorted(bad + more_bad, key=lambda b: b.row)
+        yield from _slices(src, frame, bad, batch_rows, chunk.consumed)
+
+
+def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
+    """The file's non-blank lines, a chunk at a time; memory stays within two chunks even when
+    a line does not end (its first bytes are kept, the rest is skipped up to its newline)."""
     carry = b""
+    skipping = False  # inside a line already reported as too long
     first = True
     with open_stream(src) as stream:
         while True:
             raw = stream.read(CHUNK_BYTES)
             final = not raw
-            buf = carry + raw
+            data = raw
+            if skipping:
+                nl = data.find(b"\n")
+                if nl < 0 and not final:
+                    yield _Lines([], [], len(raw))
+                    continue
+                data, skipping = (data[nl + 1:] if nl >= 0 else b""), False
+            elif not final and len(carry) + len(data) > MAX_LINE_BYTES and b"\n" not in data:
+                # The line under way is already too long: keep its start, skip the rest.
+                keep = LONG_LINE_HEAD + 3  # room for a BOM, should the file start with it
+                head = (carry[:keep] + data[:keep])[:keep]
+                if first:
+                    first, head = False, head.removeprefix(b"\xef\xbb\xbf")
+                carry, skipping = b"", True
+                chunk = _Lines([], [], len(raw))
+                chunk.long_line(head)
+                yield chunk
+                continue
+            buf = carry + data if carry else data
             if first and (len(buf) >= 3 or final):
                 first = False
                 if buf.startswith(b"\xef\xbb\xbf"):
                     buf = buf[3:]
             cut = len(buf) if final else buf.rfind(b"\n") + 1
             carry = buf[cut:]
-            lines = [ln for ln in buf[:cut].split(b"\n") if ln.strip()]
-            frame, bad, next_row = _parse_lines(src, lines, next_row)
-            if schema is not None:
-                frame = conform(frame, schema)
-            yield from _slices(src, frame, bad, batch_rows, len(raw))
+            chunk = _Lines([], [], len(raw))
+            for line in buf[:cut].split(b"\n"):
+                if len(line) > MAX_LINE_BYTES:
+                    chunk.long_line(line)
+                elif line.strip():
+                    chunk.add(line)
+            if len(carry) > MAX_LINE_BYTES:
+                chunk.long_line(carry)
+                carry, skipping = b"", True
+            yield chunk
             if final:
                 return
 
 
-def _parse_lines(src: SourceFile, lines: list[bytes], first_row: int
-                 ) -> tuple[pl.DataFrame, list[BadRecord], int]:
-    rows = np.arange(first_row, first_row + len(lines), dtype=np.int64)
-    bad: list[BadRecord] = []
-    good = lines
-    if lines:
-        try:
-            frame = pl.read_ndjson(io.BytesIO(b"\n".join(lines)), infer_schema_length=None)
-            if frame.height != len(lines):
-                raise ValueError("row count mismatch")
-        except (pl.exceptions.PolarsError, ValueError):
-            good, keep = [], []
-            for i, ln in enumerate(lines):
-                reason = _json_problem(ln)
-                if reason is None:
-                    good.append(ln)
-                    keep.append(i)
-                else:
-                    bad.append(BadRecord(int(rows[i]), ln.decode("utf-8", "replace"), reason))
-            rows = rows[keep]
-            frame = (pl.read_ndjson(io.BytesIO(b"\n".join(good)), infer_schema_length=None)
-                     if good else pl.DataFrame())
+def _text(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace")
+
+
+def _too_deep(line: bytes) -> str | None:
+    """Why a line must not reach polars (too deep, or not JSON at all), or None."""
+    problem = _json_object(line)
+    if isinstance(problem, str):
+        return problem
+    if nesting(problem) > MAX_DEPTH:
+        return f"nested deeper than {MAX_DEPTH} levels"
+    return None
+
+
+def _read_ndjson(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
+    data = io.BytesIO(b"\n".join(lines))
+    if schema is None:
+        frame = pl.read_ndjson(data, infer_schema_length=None)
     else:
-        frame = pl.DataFrame()
-    frame = flatten(frame).insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
-    return frame, bad, first_row + len(lines)
+        frame = pl.read_ndjson(data, schema=schema)
+    if frame.height != len(lines):
+        raise ValueError("row count mismatch")
+    return frame
 
 
-def _json_problem(line: bytes) -> str | None:
+def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
+                 schema: dict[str, pl.DataType] | None
+                 ) -> tuple[pl.DataFrame, list[BadRecord], npt.NDArray[np.int64]]:
+    """(frame, unparsable lines, row numbers of the frame's rows)."""
+    if not lines:
+        return pl.DataFrame(schema=schema), [], rows
+    try:
+        return _read_ndjson(lines, schema), [], rows
+    except (pl.exceptions.PolarsError, ValueError):
+        pass
+    # Rare path: a line that is not a JSON object; in preflight also a key whose values mix
+    # objects, arrays and scalars (polars cannot type the chunk; the merge rule can).
+    bad: list[BadRecord] = []
+    good: list[bytes] = []
+    keep: list[int] = []
+    records: list[dict[str, Any]] = []
+    for i, line in enumerate(lines):
+        value = _json_object(line)
+        if isinstance(value, str):
+            bad.append(BadRecord(int(rows[i]), _text(line), value))
+        else:
+            good.append(line)
+            keep.append(i)
+            records.append(value)
+    if schema is None:
+        schema = record_schema(records)
+    try:
+        return _read_ndjson(good, schema), bad, rows[keep]
+    except (pl.exceptions.PolarsError, ValueError):
+        pass
+    # Rarer still: lines that do not fit the file's types (it changed since preflight?).
+    frames: list[pl.DataFrame] = []
+    fits: list[int] = []
+    for i, line in zip(keep, good, strict=True):
+        try:
+            frames.append(_read_ndjson([line], schema))
+            fits.append(i)
+        except (pl.exceptions.PolarsError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            bad.append(BadRecord(int(rows[i]), _text(line),
+                                 f"does not fit the file's types: {first}"))
+    frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
+    return frame, sorted(bad, key=lambda b: b.row), rows[fits]
+
+
+def _json_object(line: bytes) -> dict[str, Any] | str:
+    """The line's object, or why it is not one."""
     try:
         value = orjson.loads(line)
     except orjson.JSONDecodeError as e:
         return f"invalid JSON: {e}"
     if not isinstance(value, dict):
         return f"a line must be a JSON object, not {type(value).__name__}"
-    return None
-
-
-def conform(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> pl.DataFrame:
-    """Give an NDJSON chunk the file's unified columns and types (decided once per file)."""
-    exprs = [pl.col(ROW)]
-    for name, dtype in schema.items():
-        if name not in frame.columns:
-            exprs.append(pl.lit(None, dtype).alias(name))
-        elif frame.schema[name] == dtype:
-            exprs.append(pl.col(name))
-        elif dtype == pl.String and isinstance(frame.schema[name], pl.List | pl.Array):
-            exprs.append(pl.struct(pl.col(name).alias("v")).struct.json_encode()
-                         .str.slice(5).str.head(-1).alias(name))
-        else:
-            exprs.append(pl.col(name).cast(dtype, strict=False).alias(name))
-    return frame.select(exprs)
+    return value

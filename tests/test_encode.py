@@ -57,7 +57,7 @@ def test_bodies_are_valid_json_with_nulls_omitted() -> None:
 def test_content_hash_is_equal_exactly_for_equal_content() -> None:
     doubled = pl.concat([EVENTS, EVENTS.head(1)])
     enc = Encoder(doubled, timestamp=True, identify=None, properties=PROPS)
-    hashes = doubled.select(enc.content_hash()).to_series().to_list()
+    hashes = enc.content_hash(doubled).to_list()
     assert hashes[0] == hashes[-1]
     assert len(set(hashes[:-1])) == EVENTS.height
 
