@@ -145,9 +145,10 @@ def test_a_wide_sparse_table_fingerprints_in_one_pass_per_column() -> None:
     n = 64
     frame = pl.DataFrame({
         "event": ["a", "a", "a"], "user_id": ["u", "u", None], "anonymous_id": [None] * 3,
+        "event_id": [None] * 3,
         "timestamp": ["2024-01-01T00:00:00Z"] * 3,
         **{f"p{i}": [None if (i + r) % 3 else str(i) for r in range(3)] for i in range(n)},
-    }, schema_overrides={"anonymous_id": pl.String})
+    }, schema_overrides={"anonymous_id": pl.String, "event_id": pl.String})
     props = [Member(f"k{i}", f"p{i}", True) for i in range(n)]
     enc = Encoder(frame, timestamp=True, identify=False, properties=props)
     fps = enc.content_hash(frame).to_list()
