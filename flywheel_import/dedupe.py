@@ -81,6 +81,7 @@ class SeenIds:
         self._held = 0  # fingerprints in self._runs
         self._peak = 0
         self._disk: list[DiskRun] = []
+        self._written = 0
         self._folder = SpillFolder(spill_dir)
         # Spills read and write a chunk at a time: a small fraction of the bound.
         self._chunk = min(1 << 18, max(1024, self._limit // 16))
@@ -114,7 +115,13 @@ class SeenIds:
 
     @property
     def disk_runs(self) -> int:
+        """Runs on disk now."""
         return len(self._disk)
+
+    @property
+    def runs_written(self) -> int:
+        """Run files written so far, by spills and by merges on disk (kept after close)."""
+        return self._written
 
     def close(self) -> None:
         """Remove the spilled runs and their folder (the check is over)."""
@@ -225,6 +232,7 @@ class SeenIds:
     def _write(self, sources: list[Iterator[npt.NDArray[np.uint64]]]) -> None:
         chunks = sources[0] if len(sources) == 1 else merge_chunks(sources, self._chunk)
         self._disk.append(DiskRun.write(self._folder.new_file(), chunks))
+        self._written += 1
 
 
 def _merge_due(runs: Sequence[Sized]) -> bool:

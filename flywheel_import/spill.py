@@ -119,6 +119,8 @@ class DiskRun:
             return found
         page = np.searchsorted(self._fence, needles, side="right").astype(np.intp) - 1
         inside = np.flatnonzero((page >= 0) & (needles <= self._last))
+        if not len(inside):
+            return found
         page = page[inside]
         first = np.flatnonzero(np.concatenate(([True], page[1:] != page[:-1])))
         for start in range(0, len(first), _PAGES_PER_RELEASE):
