@@ -7,8 +7,8 @@ ids are; it only needs to be stable within one run) kept in sorted numpy arrays 
 LSM tree. Past a bound (64 MB by default) the runs in memory are merged into a sorted file
 (:mod:`.spill`), so memory stays the same from a million rows to a hundred million. In front
 of all of them sits a Bloom filter sized for the run (at most 32 MiB), so almost every new id
-is ruled out by one memory access and only the rare candidate searches the runs, reading a
-page from disk per spilled run.
+is ruled out by one memory access and only the rare candidate searches the runs, one page of
+each spilled run.
 Two different ids share a fingerprint with probability about n^2 / 2^65 (under 1e-4 for 50
 million rows).
 """
@@ -33,8 +33,9 @@ DEFAULT_MEMORY_BYTES = 64 << 20
 _FANOUT = 4
 # The filter: 64-bit words picked by a fingerprint's top bits, three bits set in each from
 # its low 18 bits. The ids of a batch are sorted, so their words are read in address order
-# (the hardware prefetcher follows) and one access answers all three bits. 16 bits an id:
-# about 0.1% false hits; at the 32 MiB cap, 1.2% at 20 million ids, 5% at 40 million.
+# (the hardware prefetcher follows) and one access answers all three bits. 16 to 32 bits an
+# id (sizes are powers of two): under 0.75% false hits; at the 32 MiB cap, 1.2% at 20 million
+# ids, 5.5% at 40 million (each false hit searches the runs: a page of each run on disk).
 _BITS_PER_ID = 16
 _FILTER_MIN_WORDS = 1 << 18  # 2 MiB
 _FILTER_MAX_WORDS = 1 << 22  # 32 MiB
@@ -231,7 +232,10 @@ class SeenIds:
 
     def _write(self, sources: list[Iterator[npt.NDArray[np.uint64]]]) -> None:
         chunks = sources[0] if len(sources) == 1 else merge_chunks(sources, self._chunk)
-        self._disk.append(DiskRun.write(self._folder.new_file(), chunks))
+        try:
+            self._disk.append(DiskRun.write(self._folder.new_file(), chunks))
+        except OSError as e:  # a full disk, say: the run cannot go on
+            raise self._folder.error(e) from None
         self._written += 1
 
 

@@ -19,7 +19,7 @@ import pytest
 from flywheel_import import InputError, UsageError, pipeline, validate
 from flywheel_import.dedupe import SeenIds
 from flywheel_import.sandbox import Sandbox
-from flywheel_import.spill import PAGE
+from flywheel_import.spill import PAGE, DiskRun
 
 U64 = npt.NDArray[np.uint64]
 TOP = np.uint64(2**64 - 1)
@@ -138,6 +138,16 @@ def test_spill_files_are_removed_when_a_check_is_dropped_without_close(tmp_path:
     del seen
     gc.collect()
     assert not folder.exists()
+
+
+def test_a_run_file_that_fails_midway_is_removed(tmp_path: Path) -> None:
+    def chunks() -> Iterator[U64]:
+        yield np.arange(PAGE * 3, dtype=np.uint64)
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        DiskRun.write(tmp_path / "run-000001.u64", chunks())
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_spill_folder_that_cannot_be_made_is_a_one_line_usage_error(tmp_path: Path) -> None:
