@@ -1,6 +1,7 @@
 """The duplicate check past its memory bound: fingerprints spill to sorted files on disk and the
 answers stay exactly those of an in-memory set, first occurrence kept; memory holds no more
-than the bound; the files go when the check is closed, on failure too."""
+than the bound; the files go when the check is closed, on failure too. And the rejects staged
+during a long run hold only their own rows."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from flywheel_import import InputError, UsageError, pipeline, validate
 from flywheel_import.dedupe import SeenIds
+from flywheel_import.rejects import RejectsWriter
 from flywheel_import.sandbox import Sandbox
+from flywheel_import.sources import ROW
 from flywheel_import.spill import PAGE, DiskRun
 
 U64 = npt.NDArray[np.uint64]
@@ -287,3 +291,31 @@ def test_an_import_with_a_tiny_bound_sends_each_event_once_and_removes_its_spill
         "DUPLICATE_EVENT_ID"].count
     assert checks[-1].runs_written > 0 and checks[-1].peak_in_memory <= 200
     assert leftovers(private_tmp) == []
+
+
+# --- the rest of a long dry run's memory -------------------------------------------------------
+
+
+def text_buffer_bytes(frame: pl.DataFrame) -> int:
+    """Bytes of text buffers the frame's string columns point into (shared ones included)."""
+    total = 0
+    for name, dtype in frame.schema.items():
+        if dtype == pl.String:
+            arr = frame.get_column(name).to_arrow(compat_level=pl.CompatLevel.newest())
+            total += sum(b.size for b in arr.buffers() if b is not None)
+    return total
+
+
+def test_staged_rejects_do_not_keep_the_batches_they_came_from(tmp_path: Path) -> None:
+    writer = RejectsWriter(tmp_path / "rejects.csv")
+    for i in range(5):
+        batch = pl.DataFrame({"text": [f"row {j} of batch {i}, long enough" for j in range(50_000)],
+                              ROW: pl.int_range(1, 50_001, eager=True)})
+        rows = batch.filter(pl.col(ROW) % 25_000 == 7)
+        assert text_buffer_bytes(rows) > 1_000_000  # a filter alone keeps the batch's text
+        writer.add(rows.rename({ROW: "_row"}).with_columns(pl.lit("x").alias("_source")))
+    staged = writer._pending
+    assert sum(f.height for f in staged) == 10
+    assert sum(text_buffer_bytes(f) for f in staged) < 10_000
+    assert [r["text"] for r in read_rows(writer.close())] == [
+        f"row {j} of batch {i}, long enough" for i in range(5) for j in (6, 25_006)]
