@@ -24,7 +24,7 @@ import numpy as np
 import polars as pl
 from tqdm import tqdm
 
-from . import watermark
+from . import dedupe, watermark
 from .config import Config, load_config
 from .dedupe import SeenIds
 from .errors import FlywheelImportError, UsageError
@@ -267,10 +267,11 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
     cfg = as_config(config)
     run = open_session(cfg, inputs, rejects, report, progress=progress, dry_run=True,
                        started=time.perf_counter())
+    seen = seen_ids(run)
     try:
         with tqdm(total=run.total_rows, unit="rows", desc="validate", file=sys.stderr,
                   disable=not progress, smoothing=0.1) as bar:
-            for prep in prepared_batches(cfg, run.jobs, SeenIds(), bodies=False):
+            for prep in prepared_batches(cfg, run.jobs, seen, bodies=False):
                 run.take(prep)
                 bar.update(prep.rows_read)
         run.result.completed = True
@@ -278,8 +279,15 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
         run.result.error = str(e)
         raise
     finally:
+        seen.close()
         run.finish()
     return run.result
+
+
+def seen_ids(run: Session) -> SeenIds:
+    """The run's duplicate check: past the memory bound its fingerprints spill into a private
+    temporary folder, removed when the run ends (the caller closes it)."""
+    return SeenIds(None, memory_bytes=dedupe.DEFAULT_MEMORY_BYTES, expected=run.total_rows)
 
 
 # --- sending ---------------------------------------------------------------------------------
@@ -424,11 +432,12 @@ async def run_import_async(
                 raise outbox.error
             _tick(bar, result, sender, done())
 
+    seen = seen_ids(run)
     try:
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, run.jobs, SeenIds(), resume=resume),
+                await dispatch(prepared_batches(cfg, run.jobs, seen, resume=resume),
                                sender.attempt, concurrency=settings.concurrency, ahead=_AHEAD,
                                on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
                                on_straggler_rejected=on_straggler_rejected,
@@ -448,7 +457,10 @@ async def run_import_async(
     finally:
         result.sending = _sending(sender, started)
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(_close_outputs, outbox, run, result)
+            try:
+                await anyio.to_thread.run_sync(_close_outputs, outbox, run, result)
+            finally:  # waits for a spill the reading thread may be in the middle of
+                await anyio.to_thread.run_sync(seen.close)
         _tick(bar, result, sender, done())
         bar.close()
     return result

@@ -55,6 +55,11 @@ class RejectsWriter:
     def add(self, rows: pl.DataFrame) -> None:
         if not rows.height:
             return
+        # Rows filtered out of a batch still point into the whole batch's text buffers
+        # (polars string views): staged until the next flush, a few rejects a batch would keep
+        # every batch of the file in memory. Rebuilding the text copies just these rows.
+        rows = rows.with_columns(pl.concat_str([pl.col(c), pl.lit("")]).alias(c)
+                                 for c, dtype in rows.schema.items() if dtype == pl.String)
         self.count += rows.height
         self._columns.update(dict.fromkeys(rows.columns))
         self._pending.append(rows)
