@@ -15,6 +15,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import orjson
@@ -23,7 +24,7 @@ import polars as pl
 from .config import CsvOptions
 from .csvsplit import BadRecord, Block, RecordSplitter
 from .errors import InputError
-from .inputs import SourceFile, open_stream
+from .inputs import SourceFile, open_random, open_stream
 from .prefetch import prefetch
 
 ROW = "__row"
@@ -167,10 +168,10 @@ def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_ro
 # --- Parquet ---------------------------------------------------------------------------------
 
 
-def _parquet_path(src: SourceFile, stack: list[Path]) -> Path:
+def _parquet_path(src: SourceFile, stack: list[Path]) -> Path | BinaryIO:
     """Parquet needs random access: a compressed file is first expanded to a temp file."""
     if src.compression == "none":
-        return src.path
+        return open_random(src)
     tmp = tempfile.NamedTemporaryFile(prefix="flywheel-", suffix=".parquet", delete=False)  # noqa: SIM115
     with tmp, open_stream(src) as stream:
         shutil.copyfileobj(stream, tmp, 1 << 20)
