@@ -179,7 +179,7 @@ def _segment_regex(part: str) -> str:
             negate = body[:1] in ("!", "^")
             if negate:
                 body = body[1:]
-            body = body.replace("\\", "\\\\").replace("^", "\\^")
+            body = re.sub(r"([\\&~|^\[])", r"\\\1", body)  # literal inside a class
             out.append(f"(?!/)[{'^' if negate else ''}{body}]")
         else:
             out.append(re.escape(c))
@@ -274,6 +274,9 @@ _XML_CODE = re.compile(r"<Code>([^<]+)</Code>")
 _XML_MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 _JSON_MESSAGE = re.compile(r'"message"\s*:\s*"([^"]+)"')
 _STATUS = re.compile(r"status code: (\d{3})")
+# A failure while asking an instance-metadata service for a token: no credentials were set.
+_METADATA_SERVICE = ("latest/api/token", "security-credentials", "169.254.169.254",
+                     "metadata.google.internal", "/metadata/identity/", "IMDS")
 _REFUSED_KEY = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
                 "InvalidToken", "AuthenticationFailed", "InvalidAuthenticationInfo")
 
@@ -287,6 +290,12 @@ def describe(error: BaseException, url: str) -> InputError:
     status = int(m.group(1)) if (m := _STATUS.search(text)) else 0
     kind = type(error).__name__
     said = f" ({code}: {detail})" if code and detail else f" ({detail})" if detail else ""
+    if any(hint in text for hint in _METADATA_SERVICE):
+        return InputError(f"{url}: no credentials found (none in the environment or config "
+                          "files, and no instance role or managed identity answered)")
+    if "Account must be specified" in text:
+        return InputError(f"{url}: no storage account; set AZURE_STORAGE_ACCOUNT_NAME or write "
+                          "abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH")
     if code in ("NoSuchBucket", "ContainerNotFound") or "bucket does not exist" in text:
         return InputError(f"{url}: bucket or container not found{said}")
     if kind == "PreconditionError" or status == 412:
@@ -299,10 +308,7 @@ def describe(error: BaseException, url: str) -> InputError:
         return InputError(f"{url}: access denied{said}; check the credentials' permissions")
     if code in ("PermanentRedirect", "AuthorizationHeaderMalformed") or status == 301:
         return InputError(f"{url}: the bucket is in another region{said}; set AWS_REGION")
-    if "latest/api/token" in text or "security-credentials" in text or "IMDS" in text:
-        return InputError(f"{url}: no credentials found (no keys in the environment and no "
-                          "instance role answered)")
-    if "error sending request" in text or "onnect" in text:
+    if "error sending request" in text or "onnect" in text:  # Connect, connection
         host = m.group(0) if (m := re.search(r"https?://[^/\s]+", text)) else "the endpoint"
         return InputError(f"{url}: cannot reach {host} (connection failed)")
     first = text.strip().splitlines()[0] if text.strip() else kind
@@ -412,9 +418,9 @@ class _Random(io.RawIOBase):
         return out
 
 
-def open_sequential(obj: CloudObject, chunk: int = CHUNK) -> BinaryIO:
-    """The object as a buffered stream, read front to back."""
-    return io.BufferedReader(_Sequential(obj, chunk), buffer_size=1 << 20)
+def open_sequential(obj: CloudObject, chunk: int | None = None) -> BinaryIO:
+    """The object as a buffered stream, read front to back in ranges of ``chunk`` bytes."""
+    return io.BufferedReader(_Sequential(obj, chunk or CHUNK), buffer_size=1 << 20)
 
 
 def open_random(obj: CloudObject) -> BinaryIO:
