@@ -90,7 +90,7 @@ def expand_url(pattern: str, *, wanted: Callable[[str], bool] | None = None
     of a folder; a folder or glob that yields nothing is an error naming the URL.
     """
     root, key = split_url(pattern)
-    store = make_store(root)
+    store = make_store(root, shown=pattern)
     if has_magic(key):
         rx = glob_regex(key)
         found = [o for o in _list(store, root, _static_prefix(key), pattern) if rx.fullmatch(o.key)]
@@ -214,12 +214,14 @@ def _head(store: Any, root: str, key: str) -> CloudObject:
 # --- stores and credentials ------------------------------------------------------------------
 
 
-def make_store(root: str) -> Any:
-    """A store for ``scheme://bucket``, configured from the provider's usual environment."""
+def make_store(root: str, *, shown: str | None = None) -> Any:
+    """A store for ``scheme://bucket``, configured from the provider's usual environment;
+    errors name ``shown`` (the URL as the user wrote it), else ``root``."""
+    shown = shown or root
     try:
         from obstore.store import from_url
     except ImportError:
-        raise InputError(f"{root}: reading object storage needs obstore: {_INSTALL}") from None
+        raise InputError(f"{shown}: reading object storage needs obstore: {_INSTALL}") from None
     scheme = root.partition("://")[0]
     family = "az" if scheme in ("az", "abfs", "abfss") else scheme
     client: dict[str, Any] = dict(_CLIENT)
@@ -229,20 +231,20 @@ def make_store(root: str) -> Any:
         client["allow_http"] = True  # an endpoint the user set (MinIO, an emulator) in clear
     kwargs: dict[str, Any] = {"client_options": client, "retry_config": _RETRY}
     if family == "s3":
-        provider = _aws_chain(root)
+        provider = _aws_chain(shown)
         if provider is not None:
             kwargs["credential_provider"] = provider
     try:
         return from_url(root, **kwargs)
     except Exception as e:
-        raise describe(e, root) from None
+        raise describe(e, shown) from None
 
 
 def _truthy(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _aws_chain(root: str) -> Any:
+def _aws_chain(shown: str) -> Any:
     """The AWS SDK's own credential chain (profiles, SSO, credential_process, roles), or None.
 
     Keys in the environment are read by obstore itself, and so, without boto3, are web
@@ -256,16 +258,16 @@ def _aws_chain(root: str) -> Any:
         from obstore.auth.boto3 import Boto3CredentialProvider
     except ImportError:
         if os.environ.get("AWS_PROFILE"):
-            raise InputError(f"{root}: AWS_PROFILE needs boto3: {_INSTALL}") from None
+            raise InputError(f"{shown}: AWS_PROFILE needs boto3: {_INSTALL}") from None
         return None
     try:
         return Boto3CredentialProvider()
     except ValueError:  # the chain found nothing
-        raise InputError(f"{root}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+        raise InputError(f"{shown}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
                          "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance "
                          "role") from None
     except botocore.exceptions.BotoCoreError as e:
-        raise InputError(f"{root}: AWS credentials: {e}") from None
+        raise InputError(f"{shown}: AWS credentials: {e}") from None
 
 
 # --- errors ----------------------------------------------------------------------------------

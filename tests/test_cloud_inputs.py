@@ -20,18 +20,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import polars as pl
 import pytest
 import zstandard
+from moto import server as moto_server
 
 from flywheel_import import cloud, validate
 from flywheel_import.cli import main
 from flywheel_import.errors import InputError
 from flywheel_import.inputs import expand, open_stream
 from flywheel_import.sandbox import Sandbox
-
-boto3 = pytest.importorskip("boto3")
-moto_server = pytest.importorskip("moto.server")
 
 KEY = "cloud-test-key-1234"
 REPO = Path(__file__).resolve().parent.parent
@@ -241,7 +240,7 @@ def test_validate_of_an_object_matches_validate_of_the_same_file_on_disk(
     assert all(r["_source"] == f"s3://{bucket}/data/events.{kind}" for r in a)
 
 
-def test_a_compressed_parquet_object_is_spooled_to_a_temp_file_that_is_removed(
+def test_a_compressed_parquet_object_is_spooled_to_a_temp_file_that_is_always_removed(
         s3: Any, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = gzip.compress(parquet_bytes(frame(120), tmp_path / "x.parquet"))
     s3.put_object(Bucket=bucket, Key="p/x.parquet.gz", Body=data)
@@ -250,6 +249,10 @@ def test_a_compressed_parquet_object_is_spooled_to_a_temp_file_that_is_removed(
     monkeypatch.setattr("tempfile.tempdir", str(spool))
     report = validate(write_config(tmp_path), [f"s3://{bucket}/p/x.parquet.gz"])
     assert report.rows_read == 120
+    assert list(spool.iterdir()) == []
+    s3.put_object(Bucket=bucket, Key="p/bad.parquet.gz", Body=gzip.compress(b"not parquet"))
+    with pytest.raises(InputError, match="not a readable Parquet file"):
+        validate(write_config(tmp_path), [f"s3://{bucket}/p/bad.parquet.gz"])
     assert list(spool.iterdir()) == []
 
 
@@ -311,6 +314,29 @@ def test_fingerprints_name_the_version_of_a_file_or_object(s3: Any, bucket: str,
                                "mtime_ns": st.st_mtime_ns}
 
 
+def test_an_object_is_read_in_ranges_at_most_one_ahead_of_the_reader(
+        s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    body = events_csv(400)
+    s3.put_object(Bucket=bucket, Key="m/x.csv", Body=body)
+    monkeypatch.setattr(cloud, "CHUNK", 1000)
+    asked: list[tuple[int, int]] = []
+    real_get = cloud._get
+
+    def get(obj: cloud.CloudObject, start: int, end: int) -> memoryview:
+        asked.append((start, end))
+        return real_get(obj, start, end)
+
+    monkeypatch.setattr(cloud, "_get", get)
+    (src,) = expand([f"s3://{bucket}/m/x.csv"])
+    with open_stream(src) as stream:
+        assert stream.read(1) == body[:1]
+        ahead = len(asked)
+        rest = stream.read()
+    assert ahead <= 2  # the range being read and the next one: memory is two ranges
+    assert body[:1] + rest == body
+    assert asked == [(a, min(a + 1000, len(body))) for a in range(0, len(body), 1000)]
+
+
 def test_an_object_replaced_while_it_is_read_fails_with_one_line(
         s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
     s3.put_object(Bucket=bucket, Key="r/x.csv", Body=events_csv(500))
@@ -360,7 +386,7 @@ def test_no_credentials_is_one_line_naming_the_url(
     url = f"s3://{bucket}/exports/*.csv"
     assert main(["validate", str(write_config(tmp_path)), url, "--no-progress"]) == 2
     err = one_line_error(capsys)
-    assert err.startswith(f"flywheel-import: error: s3://{bucket}: no AWS credentials found")
+    assert err.startswith(f"flywheel-import: error: {url}: no AWS credentials found")
 
 
 def test_without_boto3_no_credentials_is_still_one_line(
@@ -508,6 +534,6 @@ def test_gs_and_az_urls_go_to_the_endpoints_their_environment_names(
 
 @pytest.mark.usefixtures("no_provider_env")
 def test_an_az_url_without_a_storage_account_says_how_to_name_one() -> None:
-    with pytest.raises(InputError, match=r"^az://cont: no storage account; set "
+    with pytest.raises(InputError, match=r"^az://cont/x\.csv: no storage account; set "
                                          r"AZURE_STORAGE_ACCOUNT_NAME"):
         expand(["az://cont/x.csv"])
