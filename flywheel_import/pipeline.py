@@ -134,7 +134,7 @@ def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
         if out is None or not out.exists():
             continue
         for f in files:
-            if _same_file(f.path, out):
+            if f.path is not None and _same_file(f.path, out):
                 alt = out.with_name(f"{out.stem}-2{out.suffix}").name
                 named = "" if f.path == out else f" (read as {f.path})"
                 raise UsageError(

@@ -96,6 +96,8 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
     nulls in the last column: such a file is accepted only if counting delimiters proves every
     record whole. Column names are the reader's own (stripped, ``column_<i>`` when empty).
     """
+    if src.path is None:  # an object in a store: the exact reader streams it
+        return None
     delimiter, quote = csv_dialect(src, source.csv)
     try:
         names = _reader_names(src, source.csv)

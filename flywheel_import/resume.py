@@ -62,18 +62,23 @@ def config_fingerprint(cfg: Config) -> str:
 
 
 def file_fingerprint(src: SourceFile) -> dict[str, Any]:
-    """Path, size, modification time and a hash of the first and last MiB (plus the size):
-    cheap on a 10 GB file, and a rewritten file is caught even if its size and time match."""
-    st = src.path.stat()
+    """What identifies this version of a file (:meth:`SourceFile.fingerprint`: path, size and
+    modification time; URL, ETag, size for an object), plus for a local file a hash of its
+    first and last MiB and its size: cheap on a 10 GB file, and a rewritten file is caught
+    even if its size and time match."""
+    fp: dict[str, Any] = dict(src.fingerprint())
+    if src.path is None:
+        return fp
+    size = int(fp["size"])
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(str(st.st_size).encode())
+    digest.update(str(size).encode())
     with open(src.path, "rb") as f:
         digest.update(f.read(_EDGE))
-        if st.st_size > 2 * _EDGE:
+        if size > 2 * _EDGE:
             f.seek(-_EDGE, 2)
             digest.update(f.read(_EDGE))
-    return {"path": str(src.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns,
-            "edges": digest.hexdigest()}
+    fp["edges"] = digest.hexdigest()
+    return fp
 
 
 class Resume:

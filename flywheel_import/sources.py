@@ -18,7 +18,7 @@ import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +28,7 @@ import polars as pl
 from .config import CsvOptions
 from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
 from .errors import InputError
-from .inputs import SourceFile, open_stream
+from .inputs import SourceFile, open_random, open_stream
 from .jsontypes import MAX_DEPTH, nesting, record_schema
 from .prefetch import prefetch
 
@@ -189,14 +189,15 @@ def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_ro
 # --- Parquet ---------------------------------------------------------------------------------
 
 
-def _parquet_path(src: SourceFile, stack: list[Path]) -> Path:
+def _parquet_path(src: SourceFile, stack: list[Path]) -> Path | BinaryIO:
     """Parquet needs random access: a compressed file is first expanded to a temp file.
 
     The temp file is on ``stack`` (for the caller to remove) before a byte is written, so a
-    failed expansion (a corrupt or truncated archive) leaves nothing behind.
+    failed expansion (a corrupt or truncated archive) leaves nothing behind. An object in a
+    store is read in ranges.
     """
     if src.compression == "none":
-        return src.path
+        return open_random(src)
     fd, name = tempfile.mkstemp(prefix="flywheel-", suffix=".parquet")
     stack.append(Path(name))
     with open(fd, "wb") as tmp, open_stream(src) as stream:
