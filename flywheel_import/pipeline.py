@@ -30,7 +30,7 @@ from .mapping import Plan, build_plan, wants_text_kind
 from .outbox import Outbox
 from .prefetch import ordered_map, prefetch
 from .prepare import Examined, Prepared, examine, settle
-from .profile import FileProfile, profile
+from .profile import FileProfile, profile, profile_json
 from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
 from .sources import RawBatch, read_batches
@@ -136,12 +136,15 @@ def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
 def preflight(cfg: Config, files: list[SourceFile], *, progress: bool) -> list[Job]:
     """Profile and plan every file; raises before anything is sent or written."""
     wants = wants_text_kind(cfg)
+    json_columns = list(cfg.mapping.properties.json_columns)
     total = sum(f.size() for f in files if f.format != "parquet")
     jobs: list[Job] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc="preflight", file=sys.stderr,
               disable=not progress or total == 0, leave=False) as bar:
         for f in files:
             prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
+            if json_columns:
+                prof.json_shapes = profile_json(f, cfg.source, json_columns, prof.schema)
             jobs.append(Job(prof, build_plan(cfg, prof)))
     return jobs
 
@@ -179,6 +182,8 @@ class Session:
         """Count a prepared batch and write its rejects."""
         self.result.rows_read += prep.rows_read
         self.result.valid += prep.send.height
+        if prep.renames is not None:
+            self.result.record_names(prep.renames)
         self.reject(prep.rejected)
 
     def reject(self, rows: pl.DataFrame) -> None:

@@ -20,6 +20,7 @@ from .errors import ErrorCode
 from .eventid import derive_event_ids
 from .jsonexpr import json_value
 from .mapping import Plan, map_batch
+from .names import name_changes
 from .sources import ROW, RawBatch
 from .validation import flag
 
@@ -36,6 +37,7 @@ class Prepared:
     send: pl.DataFrame  # __row, event_id, body
     raw: pl.DataFrame  # the raw rows of ``send``, row for row (for rejects the API causes)
     rejected: pl.DataFrame  # raw columns as text + _source, _row, _error_code, _error_message
+    renames: pl.DataFrame | None = None  # from, to, count: event names changed (see names.py)
 
 
 @dataclass(slots=True)
@@ -80,8 +82,10 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True) ->
     candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
     keys = events.get_column("_key").to_numpy()[candidates].astype(np.uint64, copy=False)
     no_dups = np.zeros(events.height, dtype=np.bool_)
-    return Examined(batch, events, enc, candidates, sort_keys(keys),
-                    assemble(batch, events, enc, no_dups, cfg, bodies=bodies))
+    prepared = assemble(batch, events, enc, no_dups, cfg, bodies=bodies)
+    if plan.event_source is not None:
+        prepared.renames = name_changes(events)
+    return Examined(batch, events, enc, candidates, sort_keys(keys), prepared)
 
 
 def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
@@ -92,7 +96,9 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
         return ex.prepared
     dup = np.zeros(ex.events.height, dtype=np.bool_)
     dup[ex.candidates] = hits
-    return assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+    prepared = assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+    prepared.renames = ex.prepared.renames
+    return prepared
 
 
 def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
