@@ -91,9 +91,12 @@ class Sent:
 
 
 def read_back(path: Path, mapping: dict[str, Any], batch_rows: int, *,
-              dry_run: bool = True) -> Sent:
+              dry_run: bool = True, csv: dict[str, Any] | None = None) -> Sent:
     """Bodies and ids a run would send (no network), and what the dry run would accept."""
-    cfg = Config.model_validate({"mapping": mapping, "source": {"batch_rows": batch_rows}})
+    source: dict[str, Any] = {"batch_rows": batch_rows}
+    if csv:
+        source["csv"] = csv
+    cfg = Config.model_validate({"mapping": mapping, "source": source})
     jobs = preflight(cfg, find_inputs(cfg, [path]), progress=False)
     out = Sent([], [], [], [], [], [])
     for bodies in (True, False) if dry_run else (True,):
