@@ -17,11 +17,11 @@ polars refuses (objects and scalars under one key, or cells that are not objects
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import orjson
 import polars as pl
 from polars.datatypes import DataTypeClass
 
@@ -97,10 +97,23 @@ def objects(cells: pl.Series) -> pl.Series:
             & cells.str.strip_chars_start().str.starts_with("{")).fill_null(False)
 
 
+def screened(cells: pl.Series) -> pl.Series:
+    """``cells`` less those polars would read although they are not JSON: a lone UTF-16
+    surrogate escape (``"\\ud800"``) decodes to garbage instead of failing. Only cells with
+    a surrogate escape are parsed a second time, so the answer never depends on the batch."""
+    suspect = cells.str.contains(_SURROGATE).fill_null(False)
+    if not suspect.any():
+        return cells
+    return pl.select(pl.when(~suspect | objects(cells)).then(cells)).to_series()
+
+
+_SURROGATE = r"\\u[dD][89a-fA-F]"
+
+
 def shape_of(cells: pl.Series) -> JsonShape:
     """The :class:`JsonShape` of a column's cells; cells that are not objects count for
     nothing (they are rejected when sent)."""
-    cells = cells.drop_nulls()
+    cells = screened(cells).drop_nulls()
     if not len(cells):
         return JsonShape()
     try:
@@ -148,9 +161,11 @@ def _read_dtype(dtype: AnyDtype, path: Path, types: dict[Path, int],
     elif dtype in (pl.Int64, pl.Int32, pl.Int16, pl.Int8, pl.UInt8, pl.UInt16, pl.UInt32):
         bits = INT
         numeric.append(path)
-    elif dtype.is_numeric():  # floats, and integers past int64 (sent as numbers)
+    elif dtype.is_float():
         bits = FLOAT
         numeric.append(path)
+    elif dtype.is_integer():
+        bits = STR  # past int64: text, as _walk reads it
     else:
         bits = 0  # null only
     types[path] = types.get(path, 0) | bits
@@ -166,12 +181,15 @@ def _as_text(dtype: AnyDtype, numeric: list[Path], path: Path = ()
 
 
 def _walked(cells: Iterable[str]) -> JsonShape:
-    """The shape found by reading each object in Python: only for a batch polars refuses."""
+    """The shape found by reading each object in Python: only for a batch polars refuses.
+
+    The standard library's reader, as it keeps integers of any size exact (orjson turns
+    those past 64 bits into floats, where polars reads them as integers)."""
     types: dict[Path, int] = {}
     for text in set(cells):
         try:
-            value = orjson.loads(text)
-        except orjson.JSONDecodeError:
+            value = json.loads(text)
+        except ValueError:
             continue
         if isinstance(value, dict):
             _walk(value, (), types)
@@ -186,7 +204,8 @@ def _walk(obj: dict[str, object], path: Path, types: dict[Path, int]) -> None:
         if isinstance(value, bool):
             bits = BOOL
         elif isinstance(value, int):
-            bits = INT if _INT64[0] <= value < _INT64[1] else FLOAT
+            # Past int64 no reader keeps every digit of a JSON number: sent as text.
+            bits = INT if _INT64[0] <= value < _INT64[1] else STR
         elif isinstance(value, float):
             bits = FLOAT
         elif isinstance(value, str):
@@ -260,19 +279,20 @@ def decode(frame: pl.DataFrame, spec: JsonColumn) -> list[pl.Series]:
     are matched by path. A batch holding cells that are not objects decodes the others.
     """
     cells = frame.get_column(spec.column)
+    readable = screened(cells)
     dtype = spec.dtype
-    valid = cells.is_not_null()
     decoded: pl.Series | None = None
     if dtype is not None:
+        valid = readable.is_not_null()
         try:
-            decoded = cells.str.json_decode(dtype)
+            decoded = readable.str.json_decode(dtype)
         except pl.exceptions.PolarsError:
-            valid = objects(cells)
-            decoded = _decode_valid(cells, valid, dtype)
-        # A cell "null" (or a number, in a batch where every cell decoded) is no object.
+            valid = objects(readable)
+            decoded = _decode_valid(readable, valid, dtype)
+        # A cell "null" is valid JSON but no object: it decodes to null.
         bad = cells.is_not_null() & (~valid | decoded.is_null())
     else:
-        bad = cells.is_not_null() & ~objects(cells)
+        bad = cells.is_not_null() & ~objects(readable)
     good = cells.is_not_null() & ~bad
     out = [bad.alias(spec.bad_slot)]
     for leaf in spec.leaves:

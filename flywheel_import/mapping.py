@@ -467,7 +467,9 @@ def _refuse_clashes(cfg: Config, prof: FileProfile, specs: list[PropertySpec],
     leaves = iter(json_specs)
     for jc in json_columns:
         for leaf, spec in zip(jc.leaves, leaves, strict=False):
-            here = f"key {'.'.join(leaf.path)!r} of JSON column {jc.column!r}"
+            path = " > ".join(repr(k) for k in leaf.path)
+            here = f"{'nested ' if len(leaf.path) > 1 else ''}key {path} of JSON column " \
+                   f"{jc.column!r}"
             other = origins.setdefault(spec.key, here)
             if other != here:
                 raise ConfigError(f"{cfg.origin}: mapping.properties.json.{jc.column}: property "
