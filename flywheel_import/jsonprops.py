@@ -25,6 +25,7 @@ from typing import Literal
 import polars as pl
 from polars.datatypes import DataTypeClass
 
+from .errors import ConfigError, InputError
 from .jsonexpr import json_value
 
 AnyDtype = pl.DataType | DataTypeClass  # a struct field's dtype may be either
@@ -131,17 +132,25 @@ def shape_of(cells: pl.Series) -> JsonShape:
     types: dict[Path, int] = {}
     numeric: list[Path] = []
     _read_dtype(decoded.dtype, (), types, numeric)
-    if numeric:
-        # polars types a key holding both numbers and booleans as a number; read those keys
-        # again as text to see whether any holds a boolean.
-        texts = cells.str.json_decode(_as_text(decoded.dtype, numeric))
-        for path in numeric:
-            leaf = texts
-            for key in path:
-                leaf = leaf.struct.field(key)
-            if leaf.is_in(["true", "false"]).any():
+    # polars types a key holding both numbers and booleans as a number (true is 1): where a
+    # numeric key reads 0 or 1, read those cells again with the key as text to tell.
+    ones = {path: (leaf == 0) | (leaf == 1)
+            for path in numeric for leaf in (_leaf(decoded, path),)}
+    suspects = [path for path, hit in ones.items() if hit.any()]
+    if suspects:
+        again = cells.filter(pl.select(pl.any_horizontal(ones[p] for p in suspects)
+                                       .fill_null(False)).to_series())
+        texts = again.str.json_decode(_as_text(decoded.dtype, suspects))
+        for path in suspects:
+            if _leaf(texts, path).is_in(["true", "false"]).any():
                 types[path] |= BOOL
     return JsonShape(types)
+
+
+def _leaf(decoded: pl.Series, path: Path) -> pl.Series:
+    for key in path:
+        decoded = decoded.struct.field(key)
+    return decoded
 
 
 def _read_dtype(dtype: AnyDtype, path: Path, types: dict[Path, int],
@@ -227,11 +236,16 @@ _DTYPES: dict[str, pl.DataType] = {"integer": pl.Int64(), "number": pl.Float64()
 
 @dataclass(frozen=True, slots=True)
 class JsonLeaf:
-    """One property from a JSON column: its key path, kind and output column."""
+    """One property from a JSON column: its key path, kind, output column and name."""
 
     path: Path
     kind: JsonKind
     slot: str
+    key: str
+
+    def describe(self, column: str) -> str:
+        path = " > ".join(repr(k) for k in self.path)
+        return f"{'nested ' if len(self.path) > 1 else ''}key {path} of JSON column {column!r}"
 
     @property
     def dtype(self) -> pl.DataType:
@@ -267,6 +281,41 @@ def _struct(tree: dict[str, object]) -> pl.Struct:
                       for k, v in tree.items()})
 
 
+def plan_json_columns(json_columns: dict[str, str], shapes: dict[str, JsonShape],
+                      schema: dict[str, pl.DataType], *, where: str, file: str
+                      ) -> list[JsonColumn]:
+    """``mapping.properties.json`` (``{column: prefix}``) resolved against one file's shapes."""
+    out: list[JsonColumn] = []
+    for i, (col, prefix) in enumerate(json_columns.items()):
+        if schema[col] not in (pl.String, pl.Null):
+            raise ConfigError(f"{where}: mapping.properties.json.{col}: column {col!r} of "
+                              f"{file} is {schema[col]}, not JSON text")
+        leaves: list[JsonLeaf] = []
+        for n, (path, kind) in enumerate(shapes.get(col, JsonShape()).properties().items()):
+            if kind == "json" and any("\\" in key for key in path):
+                raise InputError(f"{file}: mapping.properties.json.{col}: key "
+                                 f"{'.'.join(path)!r} holds lists or mixed values and has a "
+                                 "backslash in its name: it cannot be read")
+            leaves.append(JsonLeaf(path, kind, f"__j{i}_{n}", prefix + ".".join(path)))
+        out.append(JsonColumn(col, tuple(leaves), f"__j{i}_bad"))
+    return out
+
+
+def refuse_clashes(column_keys: dict[str, str], columns: list[JsonColumn], *, where: str,
+                   file: str) -> None:
+    """Two sources of one property name (``column_keys``: property -> column): one line
+    naming both."""
+    origins = {key: f"column {col!r}" for key, col in column_keys.items()}
+    for jc in columns:
+        for leaf in jc.leaves:
+            here = leaf.describe(jc.column)
+            other = origins.setdefault(leaf.key, here)
+            if other != here:
+                raise ConfigError(f"{where}: mapping.properties.json.{jc.column}: property "
+                                  f"{leaf.key!r} would come from both {other} and {here} in "
+                                  f"{file} (set a prefix, or rename/exclude the column)")
+
+
 def json_path(path: Path) -> str:
     """A JSONPath for ``path`` in bracket notation (any key but one with a backslash)."""
     return "$" + "".join("['" + key.replace("'", "\\'") + "']" for key in path)
@@ -300,9 +349,7 @@ def decode(frame: pl.DataFrame, spec: JsonColumn) -> list[pl.Series]:
             value = cells.str.json_path_match(json_path(leaf.path))
         else:
             assert decoded is not None
-            value = decoded
-            for key in leaf.path:
-                value = value.struct.field(key)
+            value = _leaf(decoded, leaf.path)
         out.append(pl.select(pl.when(good).then(value)).to_series().alias(leaf.slot))
     return out
 

@@ -32,7 +32,7 @@ from .config import (
 )
 from .errors import ConfigError, InputError
 from .jsonexpr import json_value
-from .jsonprops import JsonColumn, JsonLeaf, JsonShape, decode
+from .jsonprops import JsonColumn, decode, plan_json_columns, refuse_clashes
 from .jsonprops import problem as json_problem
 from .names import name_expr
 from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
@@ -128,8 +128,7 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
             ts_expr = pl.col(_TS)
     identify, identify_raw = _identify(m.identify, schema)
     specs = _property_specs(cfg, prof, schema)
-    json_columns, json_specs = _json_specs(cfg, prof, schema, first_slot=len(specs))
-    _refuse_clashes(cfg, prof, specs, json_columns, json_specs)
+    json_columns, json_specs = _json_specs(cfg, prof, schema, specs)
     specs += json_specs
     tz = ts.timezone if ts else "UTC"
     event_source = _event(m.event, schema)
@@ -433,49 +432,18 @@ _JSON_KINDS: dict[str, Kind] = {"integer": "raw_number", "number": "number",
                                 "boolean": "boolean", "text": "string", "json": "string"}
 
 
-def _json_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType], *,
-                first_slot: int) -> tuple[list[JsonColumn], list[PropertySpec]]:
-    """The leaves of each JSON column, typed by the file's shape; their output columns are
-    added to ``schema`` (so the usual property values apply to them)."""
-    columns: list[JsonColumn] = []
-    specs: list[PropertySpec] = []
-    for i, (col, prefix) in enumerate(cfg.mapping.properties.json_columns.items()):
-        dtype = schema[col]
-        if dtype not in (pl.String, pl.Null):
-            raise ConfigError(f"{cfg.origin}: mapping.properties.json.{col}: column {col!r} "
-                              f"of {prof.source.name} is {dtype}, not JSON text")
-        leaves: list[JsonLeaf] = []
-        for n, (path, kind) in enumerate(prof.json_shapes.get(col, JsonShape())
-                                         .properties().items()):
-            if kind == "json" and any("\\" in key for key in path):
-                raise InputError(f"{prof.source.name}: mapping.properties.json.{col}: key "
-                                 f"{'.'.join(path)!r} holds lists or mixed values and has a "
-                                 "backslash in its name: it cannot be read")
-            leaf = JsonLeaf(path, kind, f"__j{i}_{n}")
-            leaves.append(leaf)
-            schema[leaf.slot] = leaf.dtype
-            specs.append(PropertySpec(leaf.slot, prefix + ".".join(path), _JSON_KINDS[kind],
-                                      f"p{first_slot + len(specs)}"))
-        columns.append(JsonColumn(col, tuple(leaves), f"__j{i}_bad"))
-    return columns, specs
-
-
-def _refuse_clashes(cfg: Config, prof: FileProfile, specs: list[PropertySpec],
-                    json_columns: list[JsonColumn], json_specs: list[PropertySpec]) -> None:
-    """Two sources of one property name: a one-line error naming both."""
-    origins = {s.key: f"column {s.column!r}" for s in specs}
-    leaves = iter(json_specs)
-    for jc in json_columns:
-        for leaf, spec in zip(jc.leaves, leaves, strict=False):
-            path = " > ".join(repr(k) for k in leaf.path)
-            here = f"{'nested ' if len(leaf.path) > 1 else ''}key {path} of JSON column " \
-                   f"{jc.column!r}"
-            other = origins.setdefault(spec.key, here)
-            if other != here:
-                raise ConfigError(f"{cfg.origin}: mapping.properties.json.{jc.column}: property "
-                                  f"{spec.key!r} would come from both {other} and {here} "
-                                  f"in {prof.source.name} (set a prefix, or rename/exclude "
-                                  "the column)")
+def _json_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType],
+                specs: list[PropertySpec]) -> tuple[list[JsonColumn], list[PropertySpec]]:
+    """The JSON columns' leaves as properties after ``specs``; their output columns are added
+    to ``schema``, so the usual property values apply to them."""
+    columns = plan_json_columns(cfg.mapping.properties.json_columns, prof.json_shapes, schema,
+                                where=cfg.origin, file=prof.source.name)
+    refuse_clashes({s.key: s.column for s in specs}, columns, where=cfg.origin,
+                   file=prof.source.name)
+    leaves = [leaf for jc in columns for leaf in jc.leaves]
+    schema.update((leaf.slot, leaf.dtype) for leaf in leaves)
+    return columns, [PropertySpec(leaf.slot, leaf.key, _JSON_KINDS[leaf.kind],
+                                  f"p{len(specs) + i}") for i, leaf in enumerate(leaves)]
 
 
 def wants_text_kind(cfg: Config) -> Callable[[str], bool]:
