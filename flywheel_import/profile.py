@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from .config import CsvOptions, SourceConfig
@@ -193,45 +194,63 @@ def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: 
     them is inside a field); polars reads a quote inside an unquoted field (``x"y``) as text.
     Where every quote sits at a field's edge, both read the same records. The header line
     only needs an even count: its names are the reader's own, and a header read as a
-    different number of columns is declined by the caller. Files without quotes cost one
-    ``memchr`` over a memory map.
+    different number of columns is declined by the caller. Quotes are found by ``memchr``
+    over a memory map while they are few (most exports quote little), by numpy past that.
     """
-    q, sep = ord(quote), ord(delimiter)
     with open(src.path, "rb") as f:
         if f.seek(0, 2) == 0:
             return True
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            if mm.find(quote.encode()) < 0:
-                return True
             data = np.frombuffer(mm, dtype=np.uint8)
             try:
-                at = np.flatnonzero(data == q)
-                if header:
-                    first_nl = mm.find(b"\n")
-                    head = len(at) if first_nl < 0 else int(np.searchsorted(at, first_nl))
-                    if head % 2:
-                        return False
-                    at = at[head:]
-                    if not len(at):
-                        return True
-                if len(at) % 2:
-                    return False
-                # Before an opening quote (even count so far): the start, a delimiter, a
-                # newline, or the quote just before it (an escape inside a quoted field).
-                opening = at[0::2]
-                before = data[np.maximum(opening - 1, 0)]
-                ok_open = ((opening == 0) | (before == sep) | (before == 10)
-                           | ((before == q) & (opening > 0)))
-                # After a closing quote: the end, a delimiter, a newline (or CR LF), or the
-                # quote just after it (an escape).
-                closing = at[1::2]
-                after = np.append(data, [10, 10])[closing + 1]
-                after2 = np.append(data, [10, 10])[closing + 2]
-                ok_close = ((closing == len(data) - 1) | (after == sep) | (after == 10)
-                            | ((after == 13) & (after2 == 10)) | (after == q))
-                return bool(ok_open.all() and ok_close.all())
+                return _quotes_at_edges(mm, data, ord(delimiter), ord(quote), header=header)
             finally:
                 del data  # the map cannot close while a view of it is alive
+
+
+_FEW_QUOTES = 4096
+
+
+def _quotes_at_edges(mm: mmap.mmap, data: npt.NDArray[np.uint8], sep: int, q: int, *,
+                     header: bool) -> bool:
+    quote = bytes([q])
+    start = 0
+    if header:
+        first_nl = mm.find(b"\n")
+        if first_nl < 0:
+            return mm[:].count(quote) % 2 == 0
+        if mm[:first_nl].count(quote) % 2:
+            return False
+        start = first_nl + 1
+    found: list[int] = []
+    pos = start
+    while len(found) < _FEW_QUOTES:
+        hit = mm.find(quote, pos)
+        if hit < 0:
+            break
+        found.append(hit)
+        pos = hit + 1
+    at = np.asarray(found, dtype=np.int64)
+    if len(found) == _FEW_QUOTES:  # a quoting export: the rest in one numpy pass
+        at = np.concatenate([at, np.flatnonzero(data[pos:] == q) + pos])
+    if len(at) % 2:
+        return False
+    if not len(at):
+        return True
+    n = len(data)
+    # Before an opening quote (even count so far): the start, a delimiter, a newline, or the
+    # quote just before it (an escape inside a quoted field).
+    opening = at[0::2]
+    before = data[np.maximum(opening - 1, 0)]
+    ok_open = (opening == 0) | (before == sep) | (before == 10) | ((before == q) & (opening > 0))
+    # After a closing quote: the end, a delimiter, a newline (or CR LF), or the quote just
+    # after it (an escape).
+    closing = at[1::2]
+    after = np.where(closing + 1 < n, data[np.minimum(closing + 1, n - 1)], 10)
+    after2 = np.where(closing + 2 < n, data[np.minimum(closing + 2, n - 1)], 10)
+    ok_close = ((after == sep) | (after == 10) | ((after == 13) & (after2 == 10))
+                | (after == q))
+    return bool(ok_open.all() and ok_close.all())
 
 
 @dataclass(frozen=True, slots=True)
