@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from .errors import ConfigError
+from .names import Normalize, is_valid_name, normalize_name
 
 PropertyType = Literal["string", "number", "integer", "boolean", "datetime"]
 EpochUnit = Literal["s", "ms", "us", "ns"]
@@ -43,6 +44,7 @@ class CsvOptions(_Strict):
     quote: Annotated[str, Field(max_length=1)] | None = '"'
     encoding: str = "utf8"
     header: bool = True
+    null_values: list[str] = []  # whole cells (after unquoting) read as empty, e.g. "\\N"
 
     @field_validator("encoding")
     @classmethod
@@ -114,6 +116,37 @@ class Template(_Strict):
         return _TEMPLATE_FIELD.findall(self.template)
 
 
+class _EventNaming(_Strict):
+    """How source event names become sent ones: ``names`` first (exact values), then
+    ``normalize`` (see :mod:`.names`)."""
+
+    names: dict[str, str] = {}
+    normalize: Normalize | None = None
+
+    @model_validator(mode="after")
+    def _sendable_names(self) -> _EventNaming:
+        for source, target in self.names.items():
+            sent = normalize_name(target, self.normalize)
+            if not is_valid_name(sent):
+                after = f" (after normalize: {sent!r})" if sent != target else ""
+                raise ValueError(f"names: {source!r} -> {target!r}{after} is not a valid event "
+                                 "name (^[a-zA-Z0-9_-]+$)")
+        return self
+
+    @property
+    def changes_names(self) -> bool:
+        return bool(self.names) or self.normalize is not None
+
+
+class EventColumn(ColumnRef, _EventNaming):
+    """``{column: name, names: {...}, normalize: underscore}``."""
+
+
+class EventTemplate(Template, _EventNaming):
+    """``{template: "{category} {action}", normalize: snake_case}``: ``names`` match the
+    assembled text."""
+
+
 FieldSource = str | ColumnRef | Constant
 
 
@@ -153,6 +186,9 @@ class PropertiesMapping(_Strict):
     exclude: list[str] = []
     rename: dict[str, str] = {}
     types: dict[str, PropertyType] = {}
+    # {column: key prefix}: each cell is a JSON object whose keys become properties. ``json``
+    # would shadow a BaseModel attribute, hence the alias.
+    json_columns: dict[str, str] = Field(default={}, alias="json")
 
 
 class WatermarkMapping(_Strict):
@@ -163,7 +199,7 @@ class WatermarkMapping(_Strict):
 
 
 class Mapping(_Strict):
-    event: str | ColumnRef | Constant | Template
+    event: str | EventColumn | Constant | EventTemplate
     user_id: FieldSource | None = None
     anonymous_id: FieldSource | None = None
     timestamp: str | TimestampMapping | None = None
@@ -268,10 +304,19 @@ def _most_specific(errors: list[Any]) -> Any:
     the useful message is the one from inside the branch that matched the input's shape.
     """
     def branch(err: Any) -> tuple[str, ...]:
-        return tuple(p for p in err["loc"] if isinstance(p, str) and p[:1].isupper())
+        # A model with an "after" validator is labelled "function-after[check(), Model]".
+        return tuple(p.rsplit(", ", 1)[-1].rstrip("]") if p.startswith("function-") else p
+                     for p in err["loc"] if isinstance(p, str)
+                     and (p[:1].isupper() or p.startswith("function-")))
 
     misfits = {branch(e) for e in errors if e["type"] == "extra_forbidden" and branch(e)}
     fitting = [e for e in errors if branch(e) and branch(e) not in misfits]
+    if not fitting and misfits:
+        # No shape fits: the one needing the fewest changes says the most.
+        sizes = {b: sum(branch(e) == b for e in errors) for b in misfits}
+        closest = min(misfits, key=lambda b: (sizes[b], min(
+            i for i, e in enumerate(errors) if branch(e) == b)))
+        fitting = [e for e in errors if branch(e) == closest]
     pool = fitting or errors
     return max(pool, key=lambda e: (_PRIORITY.get(e["type"], 1), -pool.index(e)))
 
@@ -292,6 +337,9 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
 def _explain(err: Any, loc: list[str | int]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
+    if kind == "extra_forbidden" and loc[:2] == ["mapping", "event"] and len(loc) == 3 and (
+            loc[2] in ("names", "normalize")):
+        return "goes with column: or template:, not with value:"
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
         known = _known_keys(loc[:-1])
@@ -329,10 +377,13 @@ _MODELS: dict[str, type[BaseModel]] = {
 
 
 def _known_keys(parent: list[str | int]) -> list[str]:
-    model = _MODELS.get(".".join(str(p) for p in parent))
+    where = ".".join(str(p) for p in parent)
+    if where == "mapping.event":
+        return ["column", "value", "template", "names", "normalize"]
+    model = _MODELS.get(where)
     if model is None:
         return ["column", "value", "template"]
-    return [k for k, f in model.model_fields.items() if not f.exclude]
+    return [f.alias or k for k, f in model.model_fields.items() if not f.exclude]
 
 
 def _line_of(node: yaml.Node | None, loc: list[str | int]) -> int | None:

@@ -3,7 +3,8 @@
 The plan is built once per file (so a property's JSON type is fixed for the file) and applied
 to every batch as polars expressions. Output columns of :func:`map_batch`:
 
-``__row``, ``event``, ``user_id``, ``anonymous_id``, ``event_id`` (mapped, may be null),
+``__row``, ``event`` (the name to send), ``event_raw`` (the name as read, before ``names`` and
+``normalize``), ``user_id``, ``anonymous_id``, ``event_id`` (mapped, may be null),
 ``ts_raw`` (text as read, null when empty), ``timestamp`` (RFC 3339 UTC or null),
 ``identify`` (bool or null) and ``identify_raw``, one ``p<i>`` column per property (text to
 quote, or JSON text, see :attr:`PropertySpec.quoted`; null = omit) and ``prop_errors`` (text,
@@ -19,9 +20,21 @@ from typing import Literal
 
 import polars as pl
 
-from .config import BoolConstant, ColumnRef, Config, Constant, Template, TimestampMapping
+from .config import (
+    BoolConstant,
+    ColumnRef,
+    Config,
+    Constant,
+    EventColumn,
+    EventTemplate,
+    Template,
+    TimestampMapping,
+)
 from .errors import ConfigError, InputError
 from .jsonexpr import json_value
+from .jsonprops import JsonColumn, decode, plan_json_columns, refuse_clashes
+from .jsonprops import problem as json_problem
+from .names import name_expr
 from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
 from .sources import ROW
 from .timeparse import AutoParser, format_rfc3339, to_utc
@@ -66,7 +79,9 @@ class Plan:
     ts_auto: AutoParser | None = None
     # (slot, column, pattern): text written raw into the JSON (profiled numbers, booleans)
     guards: tuple[tuple[str, str, str], ...] = ()
+    json_columns: tuple[JsonColumn, ...] = ()  # decoded into their leaves before mapping
     identify_constant: bool | None = False  # None: read from a column
+    event_source: pl.Expr | None = None  # the name as read, when names/normalize change it
 
 
 def mapped_columns(cfg: Config) -> set[str]:
@@ -75,11 +90,13 @@ def mapped_columns(cfg: Config) -> set[str]:
 
 
 def property_columns(cfg: Config, columns: list[str]) -> list[str]:
+    """Columns sent as one property each (JSON columns are sent as their keys instead)."""
     props = cfg.mapping.properties
+    skip = set(props.exclude) | set(props.json_columns)
     if props.include == "*":
-        skip = mapped_columns(cfg) | set(props.exclude)
+        skip |= mapped_columns(cfg)
         return [c for c in columns if c not in skip and not c.startswith("_") and c != ROW]
-    return [c for c in props.include if c not in set(props.exclude)]
+    return [c for c in props.include if c not in skip]
 
 
 def build_plan(cfg: Config, prof: FileProfile) -> Plan:
@@ -111,12 +128,19 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
             ts_expr = pl.col(_TS)
     identify, identify_raw = _identify(m.identify, schema)
     specs = _property_specs(cfg, prof, schema)
+    json_columns, json_specs = _json_specs(cfg, prof, schema, specs)
+    specs += json_specs
     tz = ts.timezone if ts else "UTC"
     # Text numbers: a CSV value must be plain (see PLAIN_NUMBER); a Parquet decimal too wide
     # for polars arrives as exact text and is any JSON number.
     number = PLAIN_NUMBER if prof.is_text else _JSON_NUMBER
+    event_source = _event(m.event, schema)
+    naming = (m.event if isinstance(m.event, EventColumn | EventTemplate)
+              and m.event.changes_names else None)
     return Plan(
-        event=_event(m.event, schema),
+        event=(event_source if naming is None else
+               name_expr(event_source, names=naming.names, normalize=naming.normalize)),
+        event_source=None if naming is None else event_source,
         user_id=_id_field(m.user_id, schema),
         anonymous_id=_id_field(m.anonymous_id, schema),
         event_id=_id_field(m.event_id, schema),
@@ -126,6 +150,7 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
         identify_raw=identify_raw,
         properties=tuple(specs),
         property_exprs=tuple(_property_value(s, schema[s.column], tz) for s in specs),
+        json_columns=tuple(json_columns),
         added_null_columns=tuple(added),
         ts_auto=ts_auto,
         guards=tuple((s.slot, s.column, number if s.kind == "raw_number" else PLAIN_BOOLEAN)
@@ -149,6 +174,8 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
     if plan.ts_auto is not None and plan.ts_raw is not None:
         raw = frame.select(plan.ts_raw).to_series()
         frame = frame.with_columns(plan.ts_auto.parse(raw).alias(_TS))
+    if plan.json_columns:
+        frame = frame.with_columns(s for jc in plan.json_columns for s in decode(frame, jc))
     null = pl.lit(None, pl.String)
     values = {s.slot: value.alias(s.slot)
               for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)}
@@ -164,9 +191,11 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
                 values[slot] = pl.when(col.str.contains(pattern)).then(
                     values[slot]).otherwise(json_value(col)).alias(slot)
     problems = [bad for _, bad in plan.property_exprs]
-    return frame.select(
+    problems += [json_problem(jc) for jc in plan.json_columns]
+    out = frame.select(
         pl.col(ROW),
         plan.event.alias("event"),
+        *(() if plan.event_source is None else (plan.event_source.alias("event_raw"),)),
         (plan.user_id if plan.user_id is not None else null).alias("user_id"),
         (plan.anonymous_id if plan.anonymous_id is not None else null).alias("anonymous_id"),
         (plan.event_id if plan.event_id is not None else null).alias("event_id"),
@@ -180,6 +209,9 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
          ).alias("prop_errors"),
     ).with_columns(pl.when(pl.col("prop_errors") != "").then(pl.col("prop_errors"))
                    .alias("prop_errors"))
+    if plan.event_source is None:
+        out = out.insert_column(2, out.get_column("event").alias("event_raw"))
+    return out
 
 
 # --- fields ----------------------------------------------------------------------------------
@@ -201,7 +233,9 @@ def _needed(cfg: Config) -> list[tuple[str, str]]:
         out.append(("mapping.timestamp", ts.column))
     props = m.properties
     if props.include != "*":
-        out.extend((f"mapping.properties.include[{i}]", c) for i, c in enumerate(props.include))
+        out.extend((f"mapping.properties.include[{i}]", c) for i, c in enumerate(props.include)
+                   if c not in props.json_columns)
+    out.extend((f"mapping.properties.json.{c}", c) for c in props.json_columns)
     return out
 
 
@@ -407,6 +441,24 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
     return format_rfc3339(instant), problem(bad, "is not a date-time:")
 
 
+_JSON_KINDS: dict[str, Kind] = {"integer": "raw_number", "number": "number",
+                                "boolean": "boolean", "text": "string", "json": "string"}
+
+
+def _json_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType],
+                specs: list[PropertySpec]) -> tuple[list[JsonColumn], list[PropertySpec]]:
+    """The JSON columns' leaves as properties after ``specs``; their output columns are added
+    to ``schema``, so the usual property values apply to them."""
+    columns = plan_json_columns(cfg.mapping.properties.json_columns, prof.json_shapes, schema,
+                                where=cfg.origin, file=prof.source.name)
+    refuse_clashes({s.key: s.column for s in specs}, columns, where=cfg.origin,
+                   file=prof.source.name)
+    leaves = [leaf for jc in columns for leaf in jc.leaves]
+    schema.update((leaf.slot, leaf.dtype) for leaf in leaves)
+    return columns, [PropertySpec(leaf.slot, leaf.key, _JSON_KINDS[leaf.kind],
+                                  f"p{len(specs) + i}") for i, leaf in enumerate(leaves)]
+
+
 def wants_text_kind(cfg: Config) -> Callable[[str], bool]:
     """Which columns preflight must scan to type: auto-typed property candidates only."""
     props = cfg.mapping.properties
@@ -414,7 +466,7 @@ def wants_text_kind(cfg: Config) -> Callable[[str], bool]:
     inverse = {v: k for k, v in props.rename.items()}
     declared = {inverse.get(k, k) for k in props.types} | set(props.types)
     include = None if props.include == "*" else set(props.include)
-    excluded = set(props.exclude)
+    excluded = set(props.exclude) | set(props.json_columns)
 
     def wants(col: str) -> bool:
         if col in mapped or col in excluded or col in declared or col.startswith("_"):

@@ -34,7 +34,7 @@ from .mapping import Plan, build_plan, wants_text_kind
 from .outbox import Outbox
 from .prefetch import ordered_map, prefetch
 from .prepare import Examined, Prepared, examine, settle
-from .profile import FileProfile, profile
+from .profile import FileProfile, profile, profile_json
 from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
 from .resume import Resume, destination
@@ -148,12 +148,15 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
     the watermark of the last completed run (a run with a ledger)."""
     wants = wants_text_kind(cfg)
     with_watermark = watermarked
+    json_columns = list(cfg.mapping.properties.json_columns)
     total = sum(f.size() for f in files if f.format != "parquet")
     jobs: list[Job] = []
     with tqdm(total=total, unit="B", unit_scale=True, desc="preflight", file=sys.stderr,
               disable=not progress or total == 0, leave=False) as bar:
         for f in files:
             prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
+            if json_columns:
+                prof.json_shapes = profile_json(f, cfg.source, json_columns, prof.schema)
             wm = watermark.plan(cfg, prof, mark) if with_watermark else None
             jobs.append(Job(prof, build_plan(cfg, prof), wm))
     return jobs
@@ -196,6 +199,8 @@ class Session:
         self.result.rows_read += prep.rows_read
         self.result.valid += prep.send.height
         self.result.skipped_watermark += prep.skipped_watermark
+        if prep.renames is not None:
+            self.result.record_names(prep.renames)
         self.reject(prep.rejected)
         if self.resume is not None:
             self.resume.saw_watermark(prep.watermark_max)

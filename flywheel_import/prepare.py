@@ -20,6 +20,7 @@ from .errors import ErrorCode
 from .eventid import derive_event_ids
 from .jsonexpr import json_value
 from .mapping import Plan, map_batch
+from .names import name_changes
 from .sources import ROW, RawBatch
 from .validation import flag
 from .watermark import Watermark
@@ -39,6 +40,7 @@ class Prepared:
     rejected: pl.DataFrame  # raw columns as text + _source, _row, _error_code, _error_message
     skipped_watermark: int = 0  # rows at or below the last completed run's mark
     watermark_max: float | None = None  # the largest watermark value of the batch
+    renames: pl.DataFrame | None = None  # from, to, count: event names changed (see names.py)
 
 
 @dataclass(slots=True)
@@ -98,6 +100,8 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
     no_dups = np.zeros(events.height, dtype=np.bool_)
     prepared = assemble(batch, events, enc, no_dups, cfg, bodies=bodies)
     prepared.skipped_watermark, prepared.watermark_max = skipped_watermark, watermark_max
+    if plan.event_source is not None:
+        prepared.renames = name_changes(events)
     return Examined(batch, events, enc, candidates, sort_keys(keys), prepared)
 
 
@@ -112,6 +116,7 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
     prepared = assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
     prepared.skipped_watermark = ex.prepared.skipped_watermark
     prepared.watermark_max = ex.prepared.watermark_max
+    prepared.renames = ex.prepared.renames
     return prepared
 
 

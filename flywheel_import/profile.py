@@ -9,20 +9,31 @@ does not exist) before a single row is sent or written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import mmap
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import polars as pl
 
 from .config import CsvOptions, SourceConfig
 from .csvsplit import RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
+from .jsonprops import JsonShape, shape_of
 from .jsontypes import canonical, merge
-from .sources import ROW, csv_dialect, flatten, header_names, parquet_file, read_batches
+from .sources import (
+    ROW,
+    cell_value,
+    csv_dialect,
+    flatten,
+    header_names,
+    parquet_file,
+    read_batches,
+)
 
 TextKind = Literal["number", "boolean", "string"]
 
@@ -42,6 +53,7 @@ class FileProfile:
     is_text: bool = False
     #: NDJSON: the nested types every chunk is read with (objects as structs).
     read_schema: dict[str, pl.DataType] | None = None
+    json_shapes: dict[str, JsonShape] = field(default_factory=dict)  # see profile_json
 
     def __post_init__(self) -> None:
         # NDJSON is typed with its objects nested (so a key holding both objects and scalars
@@ -83,6 +95,23 @@ def profile(src: SourceFile, source: SourceConfig, *, wants_kind: Callable[[str]
     return FileProfile(src, _unify(src, schemas), rows, kinds, is_text=is_csv)
 
 
+def profile_json(src: SourceFile, source: SourceConfig, columns: Sequence[str],
+                 schema: dict[str, pl.DataType]) -> dict[str, JsonShape]:
+    """The :class:`JsonShape` of each JSON-text column (``mapping.properties.json``), from
+    every cell of the file, read by the exact reader (the batches are read by it too)."""
+    shapes = {c: JsonShape() for c in columns}
+    present = [c for c in columns if c in schema]
+    if not present:
+        return shapes
+    aligned = schema if src.format == "ndjson" else None
+    for batch in read_batches(src, source.csv, max(source.batch_rows, 100_000), aligned):
+        for c in present:
+            cells = batch.frame.get_column(c)
+            if cells.dtype == pl.String:
+                shapes[c] = shapes[c].join(shape_of(cells))
+    return shapes
+
+
 def _native_csv_profile(src: SourceFile, source: SourceConfig,
                         wants_kind: Callable[[str], bool]) -> FileProfile | None:
     """polars' own parallel scan, for plain UTF-8 files: several times faster than ours.
@@ -100,6 +129,9 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
         return None
     delimiter, quote = csv_dialect(src, source.csv)
     try:
+        if quote is not None and not _quotes_well_placed(src, delimiter, quote,
+                                                         header=source.csv.header):
+            return None
         names = _reader_names(src, source.csv)
         lazy = pl.scan_csv(src.path, has_header=source.csv.header, separator=delimiter,
                            quote_char=quote, infer_schema=False)
@@ -110,24 +142,18 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
         wanted = [c for c in names if wants_kind(c)]
         aggs: list[pl.Expr] = [pl.len().alias("rows")]
         stats: dict[str, KindStats] = {}
+        nulls = source.csv.null_values
         if wanted:
             # The first rows settle what they can (one value that is not a number rules
             # "number" out for the whole file); the scan tests every value for what is open.
-            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted)
+            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted,
+                                 nulls)
             aggs.append(pl.col(names[-1]).null_count().alias("gaps"))
         open_cols = [c for c in wanted if not stats[c].settled]
         for i, c in enumerate(open_cols):
             aggs += stats_exprs(c, f"s{i}", numbers=stats[c].all_numbers,
-                                booleans=stats[c].all_booleans)
-        if quote:
-            # A value holding the quote character is a doubled quote inside a quoted field,
-            # or a stray quote that the exact reader rejects with its whole record (whose
-            # values then count for nothing): polars cannot tell which, so let the reader do it.
-            aggs.append(pl.any_horizontal(pl.col(n).str.contains(quote, literal=True).any()
-                                          for n in names).alias("quoted"))
+                                booleans=stats[c].all_booleans, nulls=nulls)
         row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
-        if row.get("quoted"):
-            return None
         rows = int(row["rows"])
         if row.get("gaps") and not _whole_records(src, delimiter, quote, len(names),
                                                   rows + int(source.csv.header)):
@@ -173,6 +199,74 @@ def _whole_records(src: SourceFile, delimiter: str, quote: str | None, ncols: in
     return delimiters == (ncols - 1) * records
 
 
+def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: bool) -> bool:
+    """Does every quote character of the data open a field, close one, or escape another?
+
+    The exact reader takes any quote as opening or closing (a newline after an odd number of
+    them is inside a field); polars reads a quote inside an unquoted field (``x"y``) as text.
+    Where every quote sits at a field's edge, both read the same records. The header line
+    only needs an even count: its names are the reader's own, and a header read as a
+    different number of columns is declined by the caller. Quotes are found by ``memchr``
+    over a memory map while they are few (most exports quote little), by numpy past that.
+    """
+    if src.path is None:
+        return False
+    with open(src.path, "rb") as f:
+        if f.seek(0, 2) == 0:
+            return True
+        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+            data = np.frombuffer(mm, dtype=np.uint8)
+            try:
+                return _quotes_at_edges(mm, data, ord(delimiter), ord(quote), header=header)
+            finally:
+                del data  # the map cannot close while a view of it is alive
+
+
+_FEW_QUOTES = 4096
+
+
+def _quotes_at_edges(mm: mmap.mmap, data: npt.NDArray[np.uint8], sep: int, q: int, *,
+                     header: bool) -> bool:
+    quote = bytes([q])
+    start = 0
+    if header:
+        first_nl = mm.find(b"\n")
+        if first_nl < 0:
+            return mm[:].count(quote) % 2 == 0
+        if mm[:first_nl].count(quote) % 2:
+            return False
+        start = first_nl + 1
+    found: list[int] = []
+    pos = start
+    while len(found) < _FEW_QUOTES:
+        hit = mm.find(quote, pos)
+        if hit < 0:
+            break
+        found.append(hit)
+        pos = hit + 1
+    at = np.asarray(found, dtype=np.int64)
+    if len(found) == _FEW_QUOTES:  # a quoting export: the rest in one numpy pass
+        at = np.concatenate([at, np.flatnonzero(data[pos:] == q) + pos])
+    if len(at) % 2:
+        return False
+    if not len(at):
+        return True
+    n = len(data)
+    # Before an opening quote (even count so far): the start, a delimiter, a newline, or the
+    # quote just before it (an escape inside a quoted field).
+    opening = at[0::2]
+    before = data[np.maximum(opening - 1, 0)]
+    ok_open = (opening == 0) | (before == sep) | (before == 10) | ((before == q) & (opening > 0))
+    # After a closing quote: the end, a delimiter, a newline (or CR LF), or the quote just
+    # after it (an escape).
+    closing = at[1::2]
+    after = np.where(closing + 1 < n, data[np.minimum(closing + 1, n - 1)], 10)
+    after2 = np.where(closing + 2 < n, data[np.minimum(closing + 2, n - 1)], 10)
+    ok_close = ((after == sep) | (after == 10) | ((after == 13) & (after2 == 10))
+                | (after == q))
+    return bool(ok_open.all() and ok_close.all())
+
+
 @dataclass(frozen=True, slots=True)
 class KindStats:
     """What decides a text column's kind, over every value of the file ("" is empty).
@@ -212,11 +306,12 @@ class KindStats:
                    row[f"{prefix}b"] is not False)
 
 
-def stats_exprs(column: str, prefix: str, *, numbers: bool = True,
-                booleans: bool = True) -> list[pl.Expr]:
+def stats_exprs(column: str, prefix: str, *, numbers: bool = True, booleans: bool = True,
+                nulls: Sequence[str] = ()) -> list[pl.Expr]:
     """Aggregations giving :class:`KindStats` of ``column`` (read back by ``from_row``);
-    a test already known to fail is left out (its outcome cannot change)."""
-    value = pl.when(pl.col(column) != "").then(pl.col(column))  # "" is empty, as in the reader
+    a test already known to fail is left out (its outcome cannot change). ``nulls``: the
+    null markers, empty as in the reader."""
+    value = cell_value(column, nulls)
     return [value.is_not_null().any().alias(f"{prefix}v"),
             (value.str.contains(PLAIN_NUMBER).all() if numbers else pl.lit(False))
             .alias(f"{prefix}n"),
@@ -224,11 +319,12 @@ def stats_exprs(column: str, prefix: str, *, numbers: bool = True,
             .alias(f"{prefix}b")]
 
 
-def column_stats(frame: pl.DataFrame, cols: list[str]) -> dict[str, KindStats]:
+def column_stats(frame: pl.DataFrame, cols: list[str], nulls: Sequence[str] = ()
+                 ) -> dict[str, KindStats]:
     """:class:`KindStats` of each of ``cols`` over the rows of ``frame``."""
     if not cols:
         return {}
-    aggs = [e for i, c in enumerate(cols) for e in stats_exprs(c, f"s{i}")]
+    aggs = [e for i, c in enumerate(cols) for e in stats_exprs(c, f"s{i}", nulls=nulls)]
     row = frame.select(aggs).row(0, named=True)
     return {c: KindStats.from_row(row, f"s{i}") for i, c in enumerate(cols)}
 

@@ -16,6 +16,11 @@ from typing import Any
 
 import polars as pl
 
+#: Event-name changes listed in the report, and in the printed summary.
+TOP_NAME_CHANGES = 50
+SUMMARY_NAME_CHANGES = 5
+MAX_NAME_PAIRS = 100_000
+
 
 @dataclass(slots=True)
 class CodeCount:
@@ -42,6 +47,9 @@ class Report:
     resume: dict[str, Any] | None = None
     #: What stopped a run cleanly before its end (``SIGINT``, ``SIGTERM``, ``stop``).
     stopped: str | None = None
+    # (name as read, name sent) -> rows; see record_names
+    names_changed: dict[tuple[str, str], int] = field(default_factory=dict)
+    names_changed_rows: int = 0
 
     def record(self, rejected: pl.DataFrame) -> None:
         """Count rejected rows (rejects-file layout) per code, keeping one example of each.
@@ -64,6 +72,23 @@ class Report:
             entry.count += n
             if entry.example is None:
                 entry.example = {"source": source, "row": row, "message": message}
+
+    def record_names(self, changes: pl.DataFrame) -> None:
+        """Count event names changed by ``names``/``normalize`` (``from``, ``to``, ``count``).
+
+        Distinct pairs are kept up to :data:`MAX_NAME_PAIRS` (names with ids inside them
+        could otherwise grow without bound); rows are always counted.
+        """
+        for source, sent, n in changes.iter_rows():
+            self.names_changed_rows += n
+            key = (source, sent)
+            if key in self.names_changed or len(self.names_changed) < MAX_NAME_PAIRS:
+                self.names_changed[key] = self.names_changed.get(key, 0) + n
+
+    def top_name_changes(self, n: int = TOP_NAME_CHANGES) -> list[tuple[str, str, int]]:
+        """The ``n`` most frequent changes, most frequent first (ties by name)."""
+        ranked = sorted(self.names_changed.items(), key=lambda kv: (-kv[1], kv[0]))
+        return [(source, sent, count) for (source, sent), count in ranked[:n]]
 
     @property
     def rows_per_s(self) -> float:
@@ -90,6 +115,13 @@ class Report:
             "rows_per_s": round(self.rows_per_s, 1),
             "rejects_file": self.rejects_path,
         }
+        if self.names_changed_rows:
+            out["event_names_changed"] = {
+                "rows": self.names_changed_rows,
+                "distinct": len(self.names_changed),
+                "top": [{"from": source, "to": sent, "count": count}
+                        for source, sent, count in self.top_name_changes()],
+            }
         if not self.dry_run:
             out["accepted"] = self.accepted
             # Rows read but neither accepted nor rejected: only after a stop (API abort,
@@ -145,6 +177,11 @@ class Report:
                          f"{r['rejected']:,} rejected{skipped}{earlier}")
         if self.stopped:
             lines.append(f"  stopped by {self.stopped}: run the same command again to go on")
+        if self.names_changed_rows:
+            top = self.top_name_changes(SUMMARY_NAME_CHANGES)
+            lines.append(f"  event names changed: {self.names_changed_rows:,} rows, "
+                         f"{len(self.names_changed):,} distinct; most frequent:")
+            lines.extend(f"    {source!r} -> {sent}  {count:,}" for source, sent, count in top)
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)

@@ -15,7 +15,7 @@ import io
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -141,7 +141,7 @@ def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[
             unreported += consumed
             continue
         consumed, unreported = consumed + unreported, 0
-        frame = _parse_block(src, block.data, names or [], delimiter, quote)
+        frame = _parse_block(src, block.data, names or [], delimiter, quote, csv.null_values)
         if frame.height != len(block.rows):
             raise InputError(f"{src.name}: internal record count mismatch near record "
                              f"{int(block.rows[0]) if len(block.rows) else '?'}")
@@ -162,8 +162,18 @@ def header_names(src: SourceFile, header: list[bytes] | None, ncols: int) -> lis
     return names
 
 
+def cell_value(name: str, null_values: Sequence[str] = ()) -> pl.Expr:
+    """A text cell as a value, null when it holds none: empty (quoted ``""`` or not) or one of
+    ``source.csv.null_values`` (whole cell, after unquoting). Both preflight readers and the
+    batches use this one expression, so they agree on what is empty."""
+    col = pl.col(name)
+    if not null_values:
+        return pl.when(col != "").then(col)
+    return pl.when((col != "") & ~col.is_in(list(null_values))).then(col)
+
+
 def _parse_block(src: SourceFile, data: bytes, names: list[str], delimiter: str,
-                 quote: str | None) -> pl.DataFrame:
+                 quote: str | None, null_values: Sequence[str] = ()) -> pl.DataFrame:
     schema = dict.fromkeys(names, pl.String)
     if not data:
         return pl.DataFrame(schema=schema)
@@ -171,7 +181,7 @@ def _parse_block(src: SourceFile, data: bytes, names: list[str], delimiter: str,
                         separator=delimiter, quote_char=quote, empty_string_is_null=True,
                         raise_if_empty=False, try_parse_dates=False)
     # An empty cell, quoted ("") or not, is "no value": omitted, never sent as "".
-    return frame.with_columns(pl.when(pl.col(n) != "").then(pl.col(n)).alias(n) for n in names)
+    return frame.with_columns(cell_value(n, null_values).alias(n) for n in names)
 
 
 def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_rows: int,

@@ -11,8 +11,9 @@ from __future__ import annotations
 import polars as pl
 
 from .errors import CODE_ORDER, ErrorCode
+from .names import VALID_NAME
 
-EVENT_NAME = r"^[a-zA-Z0-9_-]+$"
+EVENT_NAME = VALID_NAME
 
 
 def flag(code: ErrorCode) -> str:
@@ -58,8 +59,12 @@ def messages(max_body_bytes: int) -> dict[ErrorCode, pl.Expr]:
     """One human message per code, quoting the offending value where there is one."""
     return {
         ErrorCode.MISSING_EVENT_NAME: pl.lit("event name is empty"),
-        ErrorCode.INVALID_EVENT_NAME: pl.lit("event name ") + _quoted("event")
-        + pl.lit(" must match ^[a-zA-Z0-9_-]+$"),
+        # The name as read: that is what the user can find in the source (and in the rejects).
+        ErrorCode.INVALID_EVENT_NAME: pl.concat_str([
+            pl.lit("event name "), _quoted("event_raw"),
+            pl.when(pl.col("event_raw") != pl.col("event")).then(
+                pl.lit(" (after names/normalize: ") + _quoted("event") + pl.lit(")")),
+            pl.lit(" must match ^[a-zA-Z0-9_-]+$")], ignore_nulls=True),
         ErrorCode.MISSING_TIMESTAMP: pl.lit(
             "timestamp is empty (the API would stamp the event with the time of import)"),
         ErrorCode.INVALID_TIMESTAMP: pl.lit("timestamp ") + _quoted("ts_raw")
@@ -91,3 +96,4 @@ def describe(max_body_bytes: int) -> list[pl.Expr]:
         pl.when(code != "").then(pl.concat_str(notes, separator="; ", ignore_nulls=True))
         .alias("_error_message"),
     ]
+
