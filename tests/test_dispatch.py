@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import anyio
 import polars as pl
+import pytest
 
 from flywheel_import.dispatch import Settling, dispatch
 from flywheel_import.prepare import Prepared
@@ -110,10 +111,10 @@ def test_a_stop_hands_back_each_batch_cut_short_with_its_outcomes_so_far() -> No
                        ahead=2, on_read=lambda p: None, on_settled=lambda s: None,
                        on_unsettled=cut_short.append)
 
-    try:
+    with pytest.raises(BaseException) as stopped:  # the task group wraps it
         asyncio.run(main())
-    except BaseException as e:  # the task group wraps it
-        assert any(isinstance(x, Refused) for x in getattr(e, "exceptions", [e]))
+    e = stopped.value
+    assert any(isinstance(x, Refused) for x in getattr(e, "exceptions", [e]))
     assert cut_short, "the batch in flight is handed back"
     first = cut_short[0]
     assert first.accepted + len(first.rejected_at) == 14  # the 15th never got an outcome
