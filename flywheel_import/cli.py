@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from . import __version__
-from .errors import FlywheelImportError
+from .errors import FlywheelImportError, UsageError
 from .pipeline import validate
 from .report import Report
 from .stops import EXIT_CODES, StoppedAtOnce, run_with_signals
@@ -68,7 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sandbox", help="run a local Flywheel-compatible events API")
     add_sandbox_arguments(s)
+    _add_init_and_schema(sub)
     return parser
+
+
+def _add_init_and_schema(sub: Any) -> None:
+    from .init import PRESETS
+
+    i = sub.add_parser("init", help="write a commented mapping inferred from a sample of a file")
+    i.add_argument("input", metavar="INPUT", help="an export file (or glob, folder, URL: the "
+                   "first file is sampled)")
+    i.add_argument("-o", "--output", default="mapping.yaml", metavar="PATH",
+                   help="where to write the mapping (default mapping.yaml; - for stdout)")
+    i.add_argument("--preset", choices=sorted(PRESETS),
+                   help="start from the known layout of that tool's export")
+    i.add_argument("--force", action="store_true", help="replace an existing output file")
+    sub.add_parser("schema", help="print the mapping file's JSON Schema")
 
 
 def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
@@ -165,6 +180,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .sandbox.cli import run_sandbox_command
 
         return run_sandbox_command(args)
+    if args.command in ("init", "schema"):
+        return _init_or_schema(args)
     progress = not args.no_progress and sys.stderr.isatty()
     common: dict[str, Any] = {"rejects": args.rejects, "report": args.report,
                               "progress": progress}
@@ -182,6 +199,50 @@ def _dispatch(args: argparse.Namespace) -> int:
                               **options)
     _say(report.summary(), sys.stdout)
     return _exit_code(report)
+
+
+def _init_or_schema(args: argparse.Namespace) -> int:
+    from .init import draft_mapping
+    from .init.schema import schema_text
+
+    if args.command == "schema":
+        _say(schema_text().rstrip("\n"), sys.stdout)
+        return 0
+    to_stdout = args.output == "-"
+    out = None if to_stdout else Path(args.output)
+    if out is not None and out.exists() and not args.force:
+        raise UsageError(f"{out}: already exists; --force replaces it")
+    drafted = draft_mapping(args.input, preset=args.preset, output=out)
+    if drafted.detected is not None:
+        _say(f"flywheel-import: the columns match preset {drafted.detected.name} "
+             f"({drafted.detected.what}); using its layout", sys.stderr)
+    if out is None:
+        sys.stdout.write(drafted.text)
+        sys.stdout.flush()
+        return 0
+    _write_new(out, drafted.text, replace=args.force)
+    _say(f"flywheel-import: wrote {out}; check the lines marked CHECK, then: "
+         f"flywheel-import validate {shlex.quote(str(out))}", sys.stderr)
+    return 0
+
+
+def _write_new(path: Path, text: str, *, replace: bool) -> None:
+    """Write through a temporary name; without ``replace``, never over a file that appeared
+    meanwhile."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        if replace:
+            os.replace(tmp, path)
+        else:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                raise UsageError(f"{path}: already exists; --force replaces it") from None
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _exit_code(report: Report) -> int:
