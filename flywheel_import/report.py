@@ -181,8 +181,8 @@ class Report:
             lines.append(f"  shard {self.shard}: {self.skipped_shard:,} rows left to the "
                          "other shards")
         for s in self.shards or ():
-            state = ("stopped" if s.get("stopped") else "finished" if s.get("completed")
-                     else "FAILED")
+            state = ("finished" if s.get("completed") else "stopped"
+                     if s.get("stopped") or s.get("exit_code") in (130, 143) else "FAILED")
             lines.append(f"  shard {s['shard']}: {state}, {s.get('rows_read', 0):,} read, "
                          f"{s.get('accepted', 0):,} accepted, {s.get('rejected', 0):,} "
                          f"rejected (exit {s.get('exit_code')})")

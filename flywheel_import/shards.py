@@ -156,6 +156,7 @@ def run_processes(argv: Sequence[str], processes: int, *, config: str,
             if c.pump is not None:
                 c.pump.join()
         merged = merge_reports(children, rejects_path)
+        merged.stopped = received[0] if received else merged.stopped
         if report_path is not None:
             from .report import write_json_atomic
 
@@ -192,6 +193,8 @@ def _pump(child: Child, err: IO[str]) -> None:
     k, n = child.shard
     for raw in child.proc.stderr:
         line = raw.decode("utf-8", "replace").rstrip("\n")
+        if line.startswith("to resume: "):  # the whole command resumes, said once at the end
+            continue
         child.stderr_tail = [*child.stderr_tail[-4:], line]
         with contextlib.suppress(OSError, ValueError):
             print(f"[shard {k}/{n}] {line}", file=err, flush=True)
@@ -208,6 +211,7 @@ def merge_reports(children: Sequence[Child], rejects: Path | None) -> Any:
     shards: list[dict[str, Any]] = []
     errors: list[str] = []
     sending: dict[str, int] = {}
+    latency: dict[str, float] = {}
     durations = [0.0]
     for c in children:
         k, n = c.shard
@@ -234,11 +238,13 @@ def merge_reports(children: Sequence[Child], rejects: Path | None) -> Any:
             entry_count.count += int(by.get("count", 0))
             entry_count.example = entry_count.example or by.get("example")
         for key, value in (data.get("sending") or {}).items():
-            if isinstance(value, int) and not isinstance(value, bool):
+            if key.startswith("latency_") and isinstance(value, int | float):
+                latency[key] = max(latency.get(key, 0.0), float(value))  # the slowest shard's
+            elif isinstance(value, int) and not isinstance(value, bool):
                 sending[key] = sending.get(key, 0) + value
     merged.duration_s = max(durations)
     if merged.duration_s > 0:
-        sending_out: dict[str, Any] = dict(sending)
+        sending_out: dict[str, Any] = {**sending, **latency}
         sending_out["events_per_s"] = round(merged.accepted / merged.duration_s, 1)
         merged.sending = sending_out
     merged.error = "; ".join(errors) or None

@@ -7,9 +7,11 @@ from __future__ import annotations
 import csv
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -168,6 +170,37 @@ def test_processes_two_run_shards_and_merge_one_rejects_file_and_one_report(
     assert f"accepted: {whole.valid:,}" in done.stdout
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
     assert leftovers == [".flywheel-import"]
+
+
+def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goes_on(
+        tmp_path: Path) -> None:
+    cfg = write_import(tmp_path)
+    whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
+    env = {**os.environ, "SHARD_KEY": KEY,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    with Sandbox(key=KEY) as sb:
+        cmd = [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", sb.url,
+               "--processes", "2", "--rate", "100", "--no-progress"]
+        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 60
+        while sb.stats()["stored"] < 20:
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        stopped = json.loads((tmp_path / "report.json").read_text())
+        again = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=120)
+        stats = sb.stats()
+    assert proc.returncode == 143, err
+    assert stopped["completed"] is False and stopped["stopped"] == "SIGTERM"
+    assert stopped["accepted"] < whole.valid
+    assert "stopped" in out and err.count("to resume:") == 1
+    assert again.returncode == 1, again.stderr
+    assert stats["stored"] == whole.valid
+    final = rejects(tmp_path / "rejects.csv")
+    assert len(final) == whole.rejected  # each rejected row once, across both runs
 
 
 @pytest.mark.parametrize("spec", ["3/3", "x/2", "1", "-1/2", "0/0"])
