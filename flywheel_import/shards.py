@@ -250,7 +250,9 @@ def merge_reports(children: Sequence[Child], rejects: Path | None) -> Any:
     merged.error = "; ".join(errors) or None
     merged.shards = shards
     if rejects is not None:
-        parts = [c.rejects for c in children if c.rejects is not None and c.rejects.exists()]
+        # A shard without rejects wrote an empty file whose columns are all text: left out.
+        parts = [c.rejects for c in children if c.rejects is not None and c.rejects.exists()
+                 and pl.scan_parquet(c.rejects).select(pl.len()).collect().item()]
         merged.rejects_path = str(RejectsWriter(rejects, earlier=parts).close())
     return merged
 

@@ -203,6 +203,32 @@ def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goe
     assert len(final) == whole.rejected  # each rejected row once, across both runs
 
 
+def test_processes_merge_when_a_shard_has_no_rejects(tmp_path: Path) -> None:
+    data = tmp_path / "events.csv"
+    data.write_text("event_id,name,user,ts\n"
+                    + "".join(f"e{i},{'' if i == 3 else 'seen'},u{i},2024-01-02 03:04:05\n"
+                              for i in range(20)))
+    cfg = tmp_path / "import.yaml"
+    cfg.write_text("source: {path: events.csv}\napi: {key_env: SHARD_KEY, rate_limit: 0}\n"
+                   "mapping: {event: name, user_id: user, event_id: event_id, timestamp: ts}\n"
+                   "output: {rejects: rejects.csv, report: report.json}\n")
+    env = {**os.environ, "SHARD_KEY": KEY,
+           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
+                                         if p)}
+    with Sandbox(key=KEY) as sb:
+        done = subprocess.run(
+            [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", sb.url,
+             "--processes", "2", "--no-progress"],
+            env=env, text=True, capture_output=True, timeout=120)
+        stats = sb.stats()
+    assert done.returncode == 1, done.stderr
+    assert stats["stored"] == 19
+    assert [(r["_row"], r["_error_code"]) for r in rejects(tmp_path / "rejects.csv")] == [
+        ("4", "MISSING_EVENT_NAME")]
+    shards = json.loads((tmp_path / "report.json").read_text())["shards"]
+    assert sorted(s["rejected"] for s in shards) == [0, 1]
+
+
 @pytest.mark.parametrize("spec", ["3/3", "x/2", "1", "-1/2", "0/0"])
 def test_a_bad_shard_is_a_one_line_usage_error(tmp_path: Path, spec: str,
                                                capsys: pytest.CaptureFixture[str]) -> None:
