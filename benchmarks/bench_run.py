@@ -4,6 +4,7 @@
     python benchmarks/bench_run.py latency    [--events 20000]
     python benchmarks/bench_run.py rate       [--events 4000]
     python benchmarks/bench_run.py converge   [--events 9000]
+    python benchmarks/bench_run.py processes  [--events 50000] [--runs 3]
 
 * throughput: ``flywheel-import run`` (no rate limit, concurrency 64, timed from the call:
   reading, validation and sending) vs a bare script (64 aiohttp workers posting bodies built
@@ -15,6 +16,10 @@
   server within 5% plus the burst), from the arrival times the sandbox stored.
 * converge: a sandbox allowing 300/s, the client configured at 1,000/s: the accepted rate
   over the last 10 s (target: near 300/s, instead of hammering) and the share of 429s.
+* processes: ``flywheel-import run --processes P`` for P = 1, 2, 4 (concurrency 64 in all,
+  split among the processes) vs the bare script, alternating, each against a fresh sandbox;
+  events/s from the report's duration (the slowest shard, from its call: interpreter
+  start-up excluded) and from the wall clock of the whole command; medians.
 """
 
 from __future__ import annotations
@@ -228,18 +233,56 @@ def converge(args: argparse.Namespace, work: Path) -> None:
           f"all accepted: {r['events']:,}, rejected {r['rejected']:,}")
 
 
+def by_command(cfg: Path, url: str, processes: int, work: Path) -> dict[str, float]:
+    """``flywheel-import run --processes P`` as a user runs it: (events/s by the report's
+    duration, events/s by the wall clock of the command)."""
+    report = work / f"report-{processes}.json"
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", url,
+                    "--processes", str(processes), "--concurrency", "64", "--rate", "0",
+                    "--no-progress", "--restart", "--report", str(report)], cwd=ROOT,
+                   env={**os.environ, "BENCH_KEY": KEY, "PYTHONPATH": str(ROOT)},
+                   stdout=subprocess.DEVNULL, check=False)
+    wall = time.perf_counter() - t0
+    data = json.loads(report.read_text())
+    return {"eps": data["accepted"] / data["duration_s"], "wall_eps": data["accepted"] / wall}
+
+
+def processes(args: argparse.Namespace, work: Path) -> None:
+    csv = data_file(work, args.events)
+    cfg = config_file(work, csv)
+    counts = (1, 2, 4)
+    b: list[dict[str, float]] = []
+    o: dict[int, list[dict[str, float]]] = {p: [] for p in counts}
+    for _ in range(args.runs):
+        with sandbox() as (url, _):
+            b.append(bare(csv, url, 64))
+        for p in counts:
+            with sandbox() as (url, _):
+                o[p].append(by_command(cfg, url, p, work))
+    be = statistics.median(r["eps"] for r in b)
+    print(f"processes, {args.events:,} events, concurrency 64 in all, no rate limit, "
+          f"{os.cpu_count()} cores (the sandbox shares them)")
+    print(f"  bare          {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
+    for p in counts:
+        oe = statistics.median(r["eps"] for r in o[p])
+        we = statistics.median(r["wall_eps"] for r in o[p])
+        print(f"  processes={p}   {oe:8,.0f} events/s ({oe / be:.2f}x)  wall clock {we:,.0f}/s"
+              f"  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o[p]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["throughput", "latency", "rate", "converge"])
+    ap.add_argument("what", choices=["throughput", "latency", "rate", "converge", "processes"])
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
     args.events = args.events or {"throughput": 50_000, "latency": 20_000, "rate": 4000,
-                                  "converge": 9000}[args.what]
+                                  "converge": 9000, "processes": 50_000}[args.what]
     with tempfile.TemporaryDirectory() as tmp:
         {"throughput": throughput, "latency": latency, "rate": rate,
-         "converge": converge}[args.what](args, Path(tmp))
+         "converge": converge, "processes": processes}[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from . import __version__
 from .errors import FlywheelImportError, UsageError
 from .pipeline import validate
 from .report import Report
+from .shards import parse_shard
 from .stops import EXIT_CODES, StoppedAtOnce, run_with_signals
 
 
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
                         ".flywheel-import/state.db beside the config)")
     r.add_argument("--restart", action="store_true",
                    help="ignore what the ledger says was already settled: send everything")
+    r.add_argument("--shard", metavar="K/N",
+                   help="send only shard K of N (0 <= K < N; rows split by event id), with "
+                        "its own ledger; give it 1/N of the rate")
+    r.add_argument("--processes", type=_positive_int, metavar="N",
+                   help="run N shards as local processes (rate and concurrency split among "
+                        "them) and merge their rejects and reports")
 
     s = sub.add_parser("sandbox", help="run a local Flywheel-compatible events API")
     add_sandbox_arguments(s)
@@ -186,6 +193,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     common: dict[str, Any] = {"rejects": args.rejects, "report": args.report,
                               "progress": progress}
     inputs = args.inputs or None
+    if args.command == "run" and args.dry_run and (args.shard or args.processes):
+        raise UsageError("a dry run validates every row in one process: drop --shard and "
+                         "--processes (flywheel-import validate)")
     if args.command == "validate" or args.dry_run:
         report = validate(args.config, inputs, **common)
         _say(report.summary(), sys.stdout)
@@ -193,6 +203,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
                                "allow_insecure_http": args.allow_insecure_http,
                                "restart": args.restart}
+    if args.shard is not None or args.processes is not None:
+        code = _sharded(args, inputs)
+        if code is not None:
+            return code
+        options["shard"] = parse_shard(args.shard) if args.shard is not None else None
     if args.sandbox:
         return _run_in_sandbox(args.config, inputs, options)
     report = run_with_signals(args.config, inputs, api_url=args.api_url, state=args.state,
@@ -243,6 +258,37 @@ def _write_new(path: Path, text: str, *, replace: bool) -> None:
         raise UsageError(f"{path}: cannot write: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _sharded(args: argparse.Namespace, inputs: list[str] | None) -> int | None:
+    """``--shard``/``--processes`` checked; ``--processes N`` (N > 1) run and merged here
+    (its exit code); None: go on as one process."""
+    from .shards import child_argv, run_processes
+
+    if args.shard is not None:
+        parse_shard(args.shard)
+    clash = ("--shard" if args.shard is not None and args.processes is not None
+             else "--sandbox" if args.sandbox else None)
+    if clash is not None and args.processes is not None:
+        raise UsageError(f"--processes cannot be combined with {clash}")
+    if args.sandbox and args.shard is not None:
+        raise UsageError("--shard cannot be combined with --sandbox (a fresh sandbox per "
+                         "shard would hold only that shard's events)")
+    if args.processes is None or args.processes == 1:
+        return None
+    from .pipeline import as_config, read_key, resolve_url
+
+    cfg = as_config(args.config)  # config, URL and key errors: one line here, not N times
+    resolve_url(cfg, args.api_url, allow_insecure_http=args.allow_insecure_http)
+    read_key(cfg)
+    code, report = run_processes(
+        child_argv(args, inputs or []), args.processes, config=args.config,
+        rejects=args.rejects, report=args.report, rate=args.rate,
+        concurrency=args.concurrency, err=sys.stderr)
+    _say(report.summary(), sys.stdout)
+    if code in EXIT_CODES.values():
+        _say(f"to resume: {_command_line()}", sys.stderr)
+    return int(code)
 
 
 def _exit_code(report: Report) -> int:

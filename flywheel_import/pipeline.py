@@ -38,6 +38,7 @@ from .profile import FileProfile, profile, profile_json
 from .rejects import RejectsWriter
 from .report import Report, write_json_atomic
 from .resume import Resume, destination
+from .shards import Shard, check_shard, state_path
 from .sources import RawBatch, read_batches
 from .watermark import Watermark
 
@@ -163,7 +164,8 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
 
 
 def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True,
-                     resume: Resume | None = None) -> Iterator[Prepared]:
+                     resume: Resume | None = None, shard: Shard | None = None
+                     ) -> Iterator[Prepared]:
     for job in jobs:
         read = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows,
                             job.profile.read_schema)
@@ -172,7 +174,7 @@ def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: boo
         # in order, so "the first of two equal ids wins" still means the first in the file.
         def work(raw: RawBatch, plan: Plan = job.plan,
                  wm: Watermark | None = job.watermark) -> Examined:
-            return examine(raw, plan, cfg, bodies=bodies, watermark=wm)
+            return examine(raw, plan, cfg, bodies=bodies, watermark=wm, shard=shard)
 
         for examined in ordered_map(work, raws, workers=2):
             yield settle(examined, cfg, seen, bodies=bodies)
@@ -199,6 +201,7 @@ class Session:
         self.result.rows_read += prep.rows_read
         self.result.valid += prep.send.height
         self.result.skipped_watermark += prep.skipped_watermark
+        self.result.skipped_shard += prep.skipped_shard
         if prep.renames is not None:
             self.result.record_names(prep.renames)
         self.reject(prep.rejected)
@@ -347,7 +350,7 @@ async def run_import_async(
     allow_insecure_http: bool = False,
     sleep: Callable[[float], Awaitable[None]] | None = None,
     state: str | Path | None = None, restart: bool = False,
-    stop: anyio.Event | None = None,
+    stop: anyio.Event | None = None, shard: Shard | None = None,
 ) -> Report:
     """Read, validate and send every valid row once; write rejects and report.
 
@@ -356,9 +359,16 @@ async def run_import_async(
     by an earlier run of the same import are not sent again; ``restart`` ignores what it
     says). Setting ``stop`` stops cleanly: reading stops, requests in flight finish, and what
     was settled is recorded (the report says ``completed: false``; run again to go on).
+    ``shard=(k, n)`` sends only shard k of n (see :mod:`.shards`), with its own ledger
+    (``state.shard-k-of-n.db``); give each shard 1/n of the rate. A dry run refuses it.
     Raises :class:`ApiAbort` when the run cannot go on (the rejects and the report gathered
     so far are written first). Installs no signal handlers.
     """
+    if shard is not None:
+        shard = check_shard(shard)
+        if dry_run:
+            raise UsageError("a dry run validates every row and takes no shard: drop the "
+                             "shard (or --shard) to validate")
     if dry_run:
         return await anyio.to_thread.run_sync(functools.partial(
             validate, config, inputs, rejects=rejects, report=report, progress=progress))
@@ -379,8 +389,10 @@ async def run_import_async(
         tls=tls_context(ca_bundle, where=f"{cfg.origin}: api.ca_bundle"))
     run = await anyio.to_thread.run_sync(functools.partial(
         open_session, cfg, inputs, rejects, report, progress=progress, dry_run=False,
-        started=started, ledger=ledger_of(cfg, state, url), restart=restart))
+        started=started, ledger=ledger_of(cfg, state, url, shard), restart=restart))
     result = run.result
+    if shard is not None:
+        result.shard = f"{shard[0]}/{shard[1]}"
     resume = run.resume
     bar = tqdm(total=run.total_rows, unit="rows", desc="import", file=sys.stderr,
                disable=not progress, smoothing=0.1)
@@ -392,7 +404,7 @@ async def run_import_async(
     done_reading, done_sending = [0], [0]
 
     def on_read(prep: Prepared) -> None:
-        done_reading[0] += prep.rows_read - prep.send.height
+        done_reading[0] += prep.rows_read - prep.send.height + prep.skipped_shard
         outbox.put(functools.partial(run.take, prep), wait=True)
 
     def on_outcome(outcome: Any) -> None:
@@ -442,7 +454,8 @@ async def run_import_async(
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, run.jobs, seen, resume=resume),
+                await dispatch(prepared_batches(cfg, run.jobs, seen, resume=resume,
+                                                shard=shard),
                                sender.attempt, concurrency=settings.concurrency, ahead=_AHEAD,
                                on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
                                on_straggler_rejected=on_straggler_rejected,
@@ -493,13 +506,15 @@ def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
                 run.resume.ledger.close()
 
 
-def ledger_of(cfg: Config, state: str | Path | None, url: str) -> tuple[Path, str] | None:
+def ledger_of(cfg: Config, state: str | Path | None, url: str, shard: Shard | None = None
+              ) -> tuple[Path, str] | None:
     """Where the resume ledger is and whose it is: ``state`` (a CLI path, relative to the
-    working folder) or ``output.state`` (relative to the config file), and the destination
-    (the API URL); None: resuming is off."""
+    working folder) or ``output.state`` (relative to the config file), with
+    ``.shard-k-of-n`` before the suffix for a shard, and the destination (the API URL);
+    None: resuming is off."""
     path = Path(state) if state else (cfg.resolve(cfg.output.state) if cfg.output.state
                                       else None)
-    return None if path is None else (path, destination(url))
+    return None if path is None else (state_path(path, shard), destination(url))
 
 
 #: Batches read ahead of the sending: bounds memory to a few batches whatever the API speed.

@@ -21,6 +21,7 @@ from .eventid import derive_event_ids
 from .jsonexpr import json_value
 from .mapping import Plan, map_batch
 from .names import name_changes
+from .shards import Shard, shard_of_ids, shard_of_records
 from .sources import ROW, RawBatch
 from .validation import flag
 from .watermark import Watermark
@@ -41,6 +42,7 @@ class Prepared:
     skipped_watermark: int = 0  # rows at or below the last completed run's mark
     watermark_max: float | None = None  # the largest watermark value of the batch
     renames: pl.DataFrame | None = None  # from, to, count: event names changed (see names.py)
+    skipped_shard: int = 0  # rows left to other shards (see shards.py)
 
 
 @dataclass(slots=True)
@@ -60,14 +62,18 @@ class Examined:
 
 
 def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
-            watermark: Watermark | None = None) -> Examined:
-    """Everything about a batch that does not depend on other batches (runs in parallel)."""
-    skipped_watermark, watermark_max = 0, None
+            watermark: Watermark | None = None, shard: Shard | None = None) -> Examined:
+    """Everything about a batch that does not depend on other batches (runs in parallel).
+
+    With a ``shard``, the rows of other shards become skipped rows: neither sent, rejected,
+    counted as read nor checked for duplicates (their ids are another shard's).
+    """
+    watermark_max = None
+    fresh: npt.NDArray[np.bool_] | None = None
     if watermark is not None:
         below, watermark_max = watermark.apply(batch.frame)
         if below is not None:
             fresh = below if batch.skip is None else below & ~batch.skip
-            skipped_watermark = int(fresh.sum())
             batch.skip = below if batch.skip is None else below | batch.skip
     ts_mapped = plan.timestamp is not None
     events = map_batch(batch.frame, plan, text_times=bodies).with_columns(
@@ -96,10 +102,20 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
     too_big = pl.col("body_bytes") > cfg.api.max_body_bytes
     events = events.with_columns(too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
     candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
+    skipped_shard = 0
+    if shard is not None:
+        own = _own_rows(batch, events, enc, candidates, shard)
+        skipped_shard = int((~own if batch.skip is None else ~own & ~batch.skip).sum())
+        skipped_shard += _keep_own_malformed(batch, shard)
+        fresh = None if fresh is None else fresh & own
+        candidates = candidates[own[candidates]]
+        batch.skip = ~own if batch.skip is None else batch.skip | ~own
     keys = events.get_column("_key").to_numpy()[candidates].astype(np.uint64, copy=False)
     no_dups = np.zeros(events.height, dtype=np.bool_)
     prepared = assemble(batch, events, enc, no_dups, cfg, bodies=bodies)
-    prepared.skipped_watermark, prepared.watermark_max = skipped_watermark, watermark_max
+    prepared.skipped_watermark = 0 if fresh is None else int(fresh.sum())
+    prepared.watermark_max = watermark_max
+    prepared.skipped_shard = skipped_shard
     if plan.event_source is not None:
         prepared.renames = name_changes(events)
     return Examined(batch, events, enc, candidates, sort_keys(keys), prepared)
@@ -117,7 +133,43 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
     prepared.skipped_watermark = ex.prepared.skipped_watermark
     prepared.watermark_max = ex.prepared.watermark_max
     prepared.renames = ex.prepared.renames
+    prepared.skipped_shard = ex.prepared.skipped_shard
     return prepared
+
+
+def _own_rows(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
+              candidates: npt.NDArray[np.intp], shard: Shard) -> npt.NDArray[np.bool_]:
+    """Which rows of the batch are this shard's: rows that pass every check by their event
+    id (derived here if not mapped: the id sent), the others by file and record number."""
+    k, n = shard
+    own = np.zeros(events.height, dtype=np.bool_)
+    is_candidate = np.zeros(events.height, dtype=np.bool_)
+    is_candidate[candidates] = True
+    if len(candidates):
+        sub = events.filter(pl.Series(is_candidate))
+        ids = sub.get_column("event_id").cast(pl.String)
+        derived = sub.get_column("_derived")
+        if derived.any():
+            cores = sub.filter(derived).select(enc.core()).to_series()
+            ids = _scatter(ids, derived, derive_event_ids(cores))
+        own[candidates] = shard_of_ids(ids, n) == k
+    others = np.flatnonzero(~is_candidate)
+    if len(others):
+        rows = events.get_column(ROW).to_numpy()[others]
+        own[others] = shard_of_records(batch.source.name, rows, n) == k
+    return own
+
+
+def _keep_own_malformed(batch: RawBatch, shard: Shard) -> int:
+    """Keep this shard's malformed records; how many were another shard's."""
+    if not batch.bad:
+        return 0
+    k, n = shard
+    mine = shard_of_records(batch.source.name, [b.row for b in batch.bad], n) == k
+    kept = [b for b, m in zip(batch.bad, mine, strict=True) if m]
+    left = len(batch.bad) - len(kept)
+    batch.bad = kept
+    return left
 
 
 def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,

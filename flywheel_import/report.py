@@ -37,6 +37,11 @@ class Report:
     accepted: int = 0
     rejected: int = 0
     skipped_watermark: int = 0
+    #: Rows left to other shards (``shard`` is this run's, as "k/n"; None: not sharded).
+    skipped_shard: int = 0
+    shard: str | None = None
+    #: Each shard's own figures, in the report merged from several processes.
+    shards: list[dict[str, Any]] | None = None
     by_code: dict[str, CodeCount] = field(default_factory=dict)
     duration_s: float = 0.0
     rejects_path: str | None = None
@@ -130,6 +135,11 @@ class Report:
             out["sending"] = self.sending
         if self.resume is not None:
             out["import"] = self.resume
+        if self.shard is not None:
+            out["shard"] = self.shard
+            out["skipped_shard"] = self.skipped_shard
+        if self.shards is not None:
+            out["shards"] = self.shards
         if self.stopped:
             out["stopped"] = self.stopped
         if self.error:
@@ -167,6 +177,15 @@ class Report:
         if self.skipped_watermark:
             lines.append(f"  skipped (at or below the last run's watermark): "
                          f"{self.skipped_watermark:,}")
+        if self.shard is not None:
+            lines.append(f"  shard {self.shard}: {self.skipped_shard:,} rows left to the "
+                         "other shards")
+        for s in self.shards or ():
+            state = ("finished" if s.get("completed") else "stopped"
+                     if s.get("stopped") or s.get("exit_code") in (130, 143) else "FAILED")
+            lines.append(f"  shard {s['shard']}: {state}, {s.get('rows_read', 0):,} read, "
+                         f"{s.get('accepted', 0):,} accepted, {s.get('rejected', 0):,} "
+                         f"rejected (exit {s.get('exit_code')})")
         if self.resume is not None:
             r = self.resume
             earlier = (f"; {r['files_already_imported']:,} file(s) already imported"
