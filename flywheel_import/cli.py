@@ -309,8 +309,12 @@ def _sharded(args: argparse.Namespace, inputs: list[str] | None) -> int | None:
     cfg = as_config(args.config)  # config, URL and key errors: one line here, not N times
     resolve_url(cfg, args.api_url, allow_insecure_http=args.allow_insecure_http)
     read_key(cfg)
+    # Each shard's stderr is passed on line by line with its name, so it logs as text;
+    # how much it says and how often follows this command.
+    logging_flags = ["--log-level", args.log_level, "--progress-every",
+                     repr(args.progress_every), *(["--quiet"] if args.quiet else [])]
     code, report = run_processes(
-        child_argv(args, inputs or []), args.processes, config=args.config,
+        [*child_argv(args, inputs or []), *logging_flags], args.processes, config=args.config,
         rejects=args.rejects, report=args.report, rate=args.rate,
         concurrency=args.concurrency, err=sys.stderr)
     _summary(report.summary())

@@ -179,3 +179,11 @@ def test_json_formatter_carries_the_extra_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "progress x" and line["rows_done"] == 5
     assert line["level"] == "INFO" and line["ts"].endswith("+00:00")
+
+
+def test_processes_pass_the_progress_interval_on_to_each_shard(
+        config: Path, sandbox: Sandbox) -> None:
+    done = cli(config, sandbox.url, "--processes", "2", "--concurrency", "4")
+    assert done.returncode == 1, done.stderr
+    shards = {line.split("]")[0] for line in progress_lines(done.stderr)}
+    assert shards <= {"[shard 0/2", "[shard 1/2"} and shards, done.stderr
