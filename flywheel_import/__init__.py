@@ -6,12 +6,14 @@ flywheel_import.sandbox`` starts without them.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 from .errors import ApiAbort, ConfigError, ErrorCode, FlywheelImportError, InputError, UsageError
 
 if TYPE_CHECKING:
     from .config import Config, load_config
+    from .logs import Progress
     from .pipeline import run_import, run_import_async, validate
     from .report import Report
 
@@ -24,6 +26,7 @@ __all__ = [
     "ErrorCode",
     "FlywheelImportError",
     "InputError",
+    "Progress",
     "Report",
     "UsageError",
     "__version__",
@@ -34,7 +37,11 @@ __all__ = [
 ]
 
 _LAZY = {"Config": "config", "load_config": "config", "run_import": "pipeline",
-         "run_import_async": "pipeline", "validate": "pipeline", "Report": "report"}
+         "run_import_async": "pipeline", "validate": "pipeline", "Report": "report",
+         "Progress": "logs"}
+
+# A library prints nothing unless its caller configures logging (the command does).
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 
 def __getattr__(name: str) -> Any:

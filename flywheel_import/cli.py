@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import __version__
+from . import __version__, logs
 from .errors import FlywheelImportError, UsageError
 from .pipeline import validate
 from .report import Report
@@ -33,7 +33,19 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="files, globs or directories (replace source.path)")
     p.add_argument("--rejects", metavar="PATH", help="rejects file (.csv, .parquet, .ndjson)")
     p.add_argument("--report", metavar="PATH", help="write the report as JSON here")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on stderr (a progress line every --progress-every "
+                        "seconds instead, as when stderr is not a terminal)")
+    p.add_argument("--progress-every", type=_positive, metavar="SECONDS",
+                   default=logs.DEFAULT_PROGRESS_EVERY,
+                   help="seconds between progress lines when there is no bar (default 30)")
+    p.add_argument("--log-format", choices=("text", "json"), default="text",
+                   help="stderr lines as text, or one JSON object per line for log "
+                        "collectors (the summary is then also logged)")
+    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+                   default="INFO", type=str.upper, help="the least severe lines shown")
+    p.add_argument("--quiet", "-q", action="store_true",
+                   help="warnings and errors only: no progress, no notes")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,52 +120,66 @@ def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], A
 
 
 _non_negative = _at_least(float, 0)
+_positive = _at_least(float, 0.01)
 _positive_int = _at_least(int, 1)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    _log_to_stderr()
+    logs.configure()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed its one-line usage error
         return 0 if e.code == 0 else 2
+    logs.configure(getattr(args, "log_format", "text"),
+                   level=getattr(args, "log_level", "INFO"), quiet=getattr(args, "quiet", False))
     try:
         return _dispatch(args)
     except FlywheelImportError as e:
-        _say(f"flywheel-import: error: {e}", sys.stderr)
+        _note(f"flywheel-import: error: {e}", logging.ERROR)
         if isinstance(e.report, Report):  # a run that had started: what was done, what is not
-            _say(e.report.summary(), sys.stdout)
+            _summary(e.report.summary())
         return e.exit_code
     except BrokenPipeError:  # the reader of the sandbox's output went away: not an error
         _silence(sys.stdout)
         _silence(sys.stderr)
         return 0
     except StoppedAtOnce as e:
-        _say(f"flywheel-import: stopped at once by a second {e.signal_name}; the ledger holds "
-             f"what was settled; to resume: {_command_line()}", sys.stderr)
+        _note(f"flywheel-import: stopped at once by a second {e.signal_name}; the ledger "
+              f"holds what was settled; to resume: {_command_line()}", logging.WARNING)
         return e.exit_code
     except KeyboardInterrupt:
-        _say("flywheel-import: interrupted; the rejects and report gathered so far were "
-             "written", sys.stderr)
+        _note("flywheel-import: interrupted; the rejects and report gathered so far were "
+              "written", logging.WARNING)
         return 130
     except Exception as e:  # a bug: one line unless asked for the traceback
         if os.environ.get("FLYWHEEL_IMPORT_DEBUG"):
             raise
-        _say(f"flywheel-import: internal error ({type(e).__name__}): {e} "
-             "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", sys.stderr)
+        _note(f"flywheel-import: internal error ({type(e).__name__}): {e} "
+              "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", logging.ERROR)
         return 4
 
 
-def _log_to_stderr() -> None:
-    """The library logs notes (files already imported, files changed) through ``logging``;
-    the command shows them on stderr, one line each."""
-    logger = logging.getLogger("flywheel_import")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("flywheel-import: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
+_log = logging.getLogger(logs.LOGGER)
+
+
+def _note(text: str, level: int) -> None:
+    """A line of the command's own on stderr: as a log record when the lines are JSON (so
+    every stderr line parses), else as plain text, unless ``--quiet`` hides its level."""
+    if logs.is_json():
+        _log.log(level, "%s", text.removeprefix("flywheel-import: "))
+    elif _log.isEnabledFor(level):
+        _say(text, sys.stderr)
+
+
+def _summary(text: str) -> None:
+    """The run's summary on stdout, as always; with JSON logs, its lines are logged too, so a
+    collector that reads only stderr sees them."""
+    _say(text, sys.stdout)
+    if logs.is_json():
+        for line in text.splitlines():
+            if line.strip():
+                _log.info("%s", line.strip(), extra={"summary": True})
 
 
 def _say(text: str, stream: TextIO) -> None:
@@ -189,16 +215,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_sandbox_command(args)
     if args.command in ("init", "schema"):
         return _init_or_schema(args)
-    progress = not args.no_progress and sys.stderr.isatty()
+    bar = not args.no_progress and not args.quiet and sys.stderr.isatty()
+    # Where nobody watches a bar (a pod, a cron job), a progress line now and then instead.
+    lines = None if bar or args.quiet else logs.ProgressLog(args.progress_every)
     common: dict[str, Any] = {"rejects": args.rejects, "report": args.report,
-                              "progress": progress}
+                              "progress": bar, "on_progress": lines}
     inputs = args.inputs or None
     if args.command == "run" and args.dry_run and (args.shard or args.processes):
         raise UsageError("a dry run validates every row in one process: drop --shard and "
                          "--processes (flywheel-import validate)")
     if args.command == "validate" or args.dry_run:
         report = validate(args.config, inputs, **common)
-        _say(report.summary(), sys.stdout)
+        _summary(report.summary())
         return report.exit_code
     options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
                                "allow_insecure_http": args.allow_insecure_http,
@@ -212,7 +240,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run_in_sandbox(args.config, inputs, options)
     report = run_with_signals(args.config, inputs, api_url=args.api_url, state=args.state,
                               **options)
-    _say(report.summary(), sys.stdout)
+    _summary(report.summary())
     return _exit_code(report)
 
 
@@ -229,15 +257,15 @@ def _init_or_schema(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: already exists; --force replaces it")
     drafted = draft_mapping(args.input, preset=args.preset, output=out)
     if drafted.detected is not None:
-        _say(f"flywheel-import: the columns match preset {drafted.detected.name} "
-             f"({drafted.detected.what}); using its layout", sys.stderr)
+        _note(f"flywheel-import: the columns match preset {drafted.detected.name} "
+              f"({drafted.detected.what}); using its layout", logging.INFO)
     if out is None:
         sys.stdout.write(drafted.text)
         sys.stdout.flush()
         return 0
     _write_new(out, drafted.text, replace=args.force)
-    _say(f"flywheel-import: wrote {out}; check the lines marked CHECK, then: "
-         f"flywheel-import validate {shlex.quote(str(out))}", sys.stderr)
+    _note(f"flywheel-import: wrote {out}; check the lines marked CHECK, then: "
+          f"flywheel-import validate {shlex.quote(str(out))}", logging.INFO)
     return 0
 
 
@@ -281,13 +309,17 @@ def _sharded(args: argparse.Namespace, inputs: list[str] | None) -> int | None:
     cfg = as_config(args.config)  # config, URL and key errors: one line here, not N times
     resolve_url(cfg, args.api_url, allow_insecure_http=args.allow_insecure_http)
     read_key(cfg)
+    # Each shard's stderr is passed on line by line with its name, so it logs as text;
+    # how much it says and how often follows this command.
+    logging_flags = ["--log-level", args.log_level, "--progress-every",
+                     repr(args.progress_every), *(["--quiet"] if args.quiet else [])]
     code, report = run_processes(
-        child_argv(args, inputs or []), args.processes, config=args.config,
+        [*child_argv(args, inputs or []), *logging_flags], args.processes, config=args.config,
         rejects=args.rejects, report=args.report, rate=args.rate,
         concurrency=args.concurrency, err=sys.stderr)
-    _say(report.summary(), sys.stdout)
+    _summary(report.summary())
     if code in EXIT_CODES.values():
-        _say(f"to resume: {_command_line()}", sys.stderr)
+        _note(f"to resume: {_command_line()}", logging.WARNING)
     return int(code)
 
 
@@ -295,7 +327,7 @@ def _exit_code(report: Report) -> int:
     """130/143 after a clean stop on a signal (with the command that resumes), else the
     report's own code."""
     if report.stopped in EXIT_CODES:
-        _say(f"to resume: {_command_line()}", sys.stderr)
+        _note(f"to resume: {_command_line()}", logging.WARNING)
         return EXIT_CODES[report.stopped]
     return report.exit_code
 
@@ -309,14 +341,14 @@ def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, An
 
     db = Path(tempfile.mkdtemp(prefix="flywheel-sandbox-")) / "events.db"
     with Sandbox(db=db) as sb:
-        _say(f"sandbox: {sb.url} (database {sb.db_path})", sys.stderr)
+        _note(f"sandbox: {sb.url} (database {sb.db_path})", logging.INFO)
         # A fresh API each time, so a throwaway ledger: the command behaves the same each run.
         report: Report = run_with_signals(config, inputs, api_url=sb.url, key=sb.key,
                                           state=db.parent / "state.db", **options)
         stats = sb.stats()
-    _say(f"{report.summary()}\n"
+    _summary(f"{report.summary()}\n"
          f"sandbox received {stats.get('requests', 0):,} requests and stored "
          f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
          f"database: {db}\n"
-         f"  see them: flywheel-import sandbox --export events.ndjson --db {db}", sys.stdout)
+         f"  see them: flywheel-import sandbox --export events.ndjson --db {db}")
     return report.exit_code

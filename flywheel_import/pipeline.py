@@ -30,6 +30,7 @@ from .dedupe import SeenIds
 from .errors import FlywheelImportError, UsageError
 from .inputs import SourceFile, expand
 from .ledger import Ledger
+from .logs import Progress, ProgressCallback, ProgressFeed
 from .mapping import Plan, build_plan, wants_text_kind
 from .outbox import Outbox
 from .prefetch import ordered_map, prefetch
@@ -270,19 +271,26 @@ def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
 
 def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
              rejects: str | Path | None = None, report: str | Path | None = None,
-             progress: bool = False) -> Report:
-    """Dry run: read, map and validate every row; write rejects and report; send nothing."""
+             progress: bool = False, on_progress: ProgressCallback | None = None) -> Report:
+    """Dry run: read, map and validate every row; write rejects and report; send nothing.
+
+    ``on_progress`` is called with a :class:`~.logs.Progress` at most every 0.25 s (once per
+    batch read at most, and once at the end); an exception in it is logged once and ignored.
+    """
     cfg = as_config(config)
     run = open_session(cfg, inputs, rejects, report, progress=progress, dry_run=True,
                        started=time.perf_counter())
     seen = seen_ids(run)
+    feed = ProgressFeed(on_progress)
     try:
         with tqdm(total=run.total_rows, unit="rows", desc="validate", file=sys.stderr,
                   disable=not progress, smoothing=0.1) as bar:
             for prep in prepared_batches(cfg, run.jobs, seen, bodies=False):
                 run.take(prep)
                 bar.update(prep.rows_read)
+                feed.push(_checked(run))
         run.result.completed = True
+        feed.push(_checked(run), force=True)
     except FlywheelImportError as e:
         run.result.error = str(e)
         raise
@@ -290,6 +298,14 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
         seen.close()
         run.finish()
     return run.result
+
+
+def _checked(run: Session) -> Progress:
+    """A dry run's progress: rows read, valid (as ``accepted``) and rejected so far."""
+    r = run.result
+    return Progress(rows_done=r.rows_read, rows_total=run.total_rows, accepted=r.valid,
+                    rejected=r.rejected, retries=0, throttled=0,
+                    elapsed_s=time.perf_counter() - run.started)
 
 
 def seen_ids(run: Session) -> SeenIds:
@@ -351,6 +367,7 @@ async def run_import_async(
     sleep: Callable[[float], Awaitable[None]] | None = None,
     state: str | Path | None = None, restart: bool = False,
     stop: anyio.Event | None = None, shard: Shard | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Report:
     """Read, validate and send every valid row once; write rejects and report.
 
@@ -362,7 +379,9 @@ async def run_import_async(
     ``shard=(k, n)`` sends only shard k of n (see :mod:`.shards`), with its own ledger
     (``state.shard-k-of-n.db``); give each shard 1/n of the rate. A dry run refuses it.
     Raises :class:`ApiAbort` when the run cannot go on (the rejects and the report gathered
-    so far are written first). Installs no signal handlers.
+    so far are written first). Installs no signal handlers. ``on_progress`` is called from
+    the event loop with a :class:`~.logs.Progress` every 0.25 s and once at the end; an
+    exception in it is logged once and ignored.
     """
     if shard is not None:
         shard = check_shard(shard)
@@ -371,7 +390,8 @@ async def run_import_async(
                              "shard (or --shard) to validate")
     if dry_run:
         return await anyio.to_thread.run_sync(functools.partial(
-            validate, config, inputs, rejects=rejects, report=report, progress=progress))
+            validate, config, inputs, rejects=rejects, report=report, progress=progress,
+            on_progress=on_progress))
     # The network stack loads only when sending (a dry run stays lighter).
     from .dispatch import Settling, Straggler, dispatch
     from .sender import Sender, SendSettings
@@ -442,12 +462,16 @@ async def run_import_async(
     def done() -> int:
         return done_reading[0] + done_sending[0]
 
+    feed = ProgressFeed(on_progress)
+
     async def ticker() -> None:
         while True:
             await anyio.sleep(0.25)
             if outbox.error is not None:
                 raise outbox.error
             _tick(bar, result, sender, done())
+            # The ticker keeps the 0.25 s cadence itself; the feed need not hold any back.
+            feed.push(_sent(run, sender, done()), force=True)
 
     seen = seen_ids(run)
     try:
@@ -481,6 +505,7 @@ async def run_import_async(
                 await anyio.to_thread.run_sync(seen.close)
         _tick(bar, result, sender, done())
         bar.close()
+        feed.push(_sent(run, sender, done()), force=True)
     return result
 
 
@@ -540,6 +565,13 @@ def _tick(bar: tqdm[Any], result: Report, sender: Sender, done: int) -> None:
     bar.set_postfix(accepted=stats.accepted, rejected=result.rejected,
                     retries=stats.retries, refresh=False)
     bar.refresh()
+
+
+def _sent(run: Session, sender: Sender, done: int) -> Progress:
+    stats = sender.stats
+    return Progress(rows_done=done, rows_total=run.total_rows, accepted=stats.accepted,
+                    rejected=run.result.rejected, retries=stats.retries,
+                    throttled=stats.throttled, elapsed_s=time.perf_counter() - run.started)
 
 
 def _sending(sender: Sender, started: float) -> dict[str, Any]:
