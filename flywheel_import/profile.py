@@ -9,7 +9,6 @@ does not exist) before a single row is sent or written.
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -206,65 +205,62 @@ def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: 
     them is inside a field); polars reads a quote inside an unquoted field (``x"y``) as text.
     Where every quote sits at a field's edge, both read the same records. The header line
     only needs an even count: its names are the reader's own, and a header read as a
-    different number of columns is declined by the caller. Quotes are found by ``memchr``
-    over a memory map while they are few (most exports quote little), by numpy past that.
+    different number of columns is declined by the caller. The file is read in chunks (a
+    memory map of the whole file would count every page of it in the process's memory), and
+    a chunk without a quote costs one ``bytes.count``.
     """
     if src.path is None:
         return False
+    q, sep = ord(quote), ord(delimiter)
     with open(src.path, "rb") as f:
-        if f.seek(0, 2) == 0:
-            return True
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            data = np.frombuffer(mm, dtype=np.uint8)
-            try:
-                return _quotes_at_edges(mm, data, ord(delimiter), ord(quote), header=header)
-            finally:
-                del data  # the map cannot close while a view of it is alive
+        buf = f.read(_QUOTE_CHUNK)
+        if header:
+            first_nl = buf.find(b"\n")
+            if first_nl < 0:
+                return len(buf) < _QUOTE_CHUNK and buf.count(quote.encode()) % 2 == 0
+            if buf[:first_nl].count(quote.encode()) % 2:
+                return False
+            buf = buf[first_nl + 1:]
+        seen, prev = 0, 10  # quotes so far; the byte before ``buf`` (data starts a line)
+        while True:
+            more = f.read(_QUOTE_CHUNK)
+            final = not more
+            block = buf + more if buf else more
+            # The last two bytes wait for the next chunk: a closing quote looks past itself.
+            limit = len(block) if final else len(block) - 2
+            if limit > 0 and block.count(quote.encode(), 0, limit):
+                ok, found = _edges(np.frombuffer(block, np.uint8), limit, seen, prev, sep, q,
+                                   final=final)
+                if not ok:
+                    return False
+                seen += found
+            if limit > 0:
+                prev = block[limit - 1]
+            buf = block[max(limit, 0):]
+            if final:
+                return seen % 2 == 0
 
 
-_FEW_QUOTES = 4096
+_QUOTE_CHUNK = 8 << 20
 
 
-def _quotes_at_edges(mm: mmap.mmap, data: npt.NDArray[np.uint8], sep: int, q: int, *,
-                     header: bool) -> bool:
-    quote = bytes([q])
-    start = 0
-    if header:
-        first_nl = mm.find(b"\n")
-        if first_nl < 0:
-            return mm[:].count(quote) % 2 == 0
-        if mm[:first_nl].count(quote) % 2:
-            return False
-        start = first_nl + 1
-    found: list[int] = []
-    pos = start
-    while len(found) < _FEW_QUOTES:
-        hit = mm.find(quote, pos)
-        if hit < 0:
-            break
-        found.append(hit)
-        pos = hit + 1
-    at = np.asarray(found, dtype=np.int64)
-    if len(found) == _FEW_QUOTES:  # a quoting export: the rest in one numpy pass
-        at = np.concatenate([at, np.flatnonzero(data[pos:] == q) + pos])
-    if len(at) % 2:
-        return False
-    if not len(at):
-        return True
+def _edges(data: npt.NDArray[np.uint8], limit: int, seen: int, prev: int, sep: int, q: int,
+           *, final: bool) -> tuple[bool, int]:
+    """Are the quotes of ``data[:limit]`` at field edges, given ``seen`` quotes before it and
+    the byte ``prev`` before it? (ok, quotes found)."""
+    at = np.flatnonzero(data[:limit] == q)
     n = len(data)
-    # Before an opening quote (even count so far): the start, a delimiter, a newline, or the
-    # quote just before it (an escape inside a quoted field).
-    opening = at[0::2]
-    before = data[np.maximum(opening - 1, 0)]
-    ok_open = (opening == 0) | (before == sep) | (before == 10) | ((before == q) & (opening > 0))
+    opening = (seen + np.arange(len(at))) % 2 == 0
+    # Before an opening quote: a delimiter, a newline, or the quote just before it (an
+    # escape inside a quoted field).
+    before = np.where(at > 0, data[np.maximum(at - 1, 0)], prev)
+    ok_open = (before == sep) | (before == 10) | (before == q)
     # After a closing quote: the end, a delimiter, a newline (or CR LF), or the quote just
     # after it (an escape).
-    closing = at[1::2]
-    after = np.where(closing + 1 < n, data[np.minimum(closing + 1, n - 1)], 10)
-    after2 = np.where(closing + 2 < n, data[np.minimum(closing + 2, n - 1)], 10)
-    ok_close = ((after == sep) | (after == 10) | ((after == 13) & (after2 == 10))
-                | (after == q))
-    return bool(ok_open.all() and ok_close.all())
+    after = np.where(at + 1 < n, data[np.minimum(at + 1, n - 1)], 10 if final else 0)
+    after2 = np.where(at + 2 < n, data[np.minimum(at + 2, n - 1)], 10 if final else 0)
+    ok_close = (after == sep) | (after == 10) | ((after == 13) & (after2 == 10)) | (after == q)
+    return bool(np.where(opening, ok_open, ok_close).all()), len(at)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from flywheel_import.config import Config, SourceConfig
 from flywheel_import.dedupe import SeenIds
 from flywheel_import.errors import InputError
-from flywheel_import.inputs import detect
+from flywheel_import.inputs import SourceFile, detect
 from flywheel_import.pipeline import find_inputs, preflight, prepared_batches
 from flywheel_import.profile import FileProfile, _native_csv_profile, profile
 from flywheel_import.sources import ROW
@@ -305,3 +305,25 @@ def test_fast_scan_declines_a_quote_inside_an_unquoted_field_however_many_quotes
     fast, exact = profiles(tmp_path, good + b'x"y,n/a,z\n' + b"a,3,z\n", SourceConfig())
     assert fast is None
     assert isinstance(exact, FileProfile) and exact.text_kinds["n"] == "number"
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(case=messy_files())
+def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
+        tmp_path_factory: pytest.TempPathFactory, case: tuple[bytes, bool],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The quote check reads the file in chunks (a memory map would count the whole file in
+    the process's memory): a quote at a chunk's edge must be judged as in one piece."""
+    from flywheel_import import profile as prof
+
+    data, header = case
+    path = tmp_path_factory.mktemp("q") / "f.csv"
+    path.write_bytes(data)
+    src = SourceFile(path, "csv", "none")
+    whole = prof._quotes_well_placed(src, ",", '"', header=header)
+    for size in (3, 4, 7):
+        monkeypatch.setattr(prof, "_QUOTE_CHUNK", size)
+        if header and b"\n" not in data[:size]:
+            continue  # a header longer than the first chunk is declined on purpose
+        assert prof._quotes_well_placed(src, ",", '"', header=header) == whole
