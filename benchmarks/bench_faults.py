@@ -85,7 +85,7 @@ def stored(db: Path) -> tuple[int, int]:
     return int(n), int(distinct)
 
 
-def random429(args: argparse.Namespace, work: Path) -> None:
+def random429(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     cfg = config_file(work, data_file(work, args.events))
     clean, noisy = [], []
     for _ in range(args.runs):
@@ -102,6 +102,8 @@ def random429(args: argparse.Namespace, work: Path) -> None:
     print(f"  ratio {n / c:.2f} (target >= 0.60); last noisy run: {last['throttled']:,} 429s "
           f"of {last['requests']:,} requests, all accepted: "
           f"{all(r['events'] + r['rejected'] == r['rows'] for r in noisy)}")
+    return {"events": args.events, "clean_eps": c, "noisy_eps": n, "ratio": n / c,
+            "throttled": last["throttled"], "requests": last["requests"]}
 
 
 def chaos(args: argparse.Namespace, work: Path) -> None:

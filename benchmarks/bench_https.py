@@ -71,6 +71,22 @@ def one_run(cfg: Path, tls: TlsFiles | None, concurrency: int) -> dict[str, Any]
     return result
 
 
+def compare(events: int, runs: int, concurrency: int, work: Path) -> dict[str, Any]:
+    """``runs`` alternating imports over http and https: medians, ratio, connections."""
+    tls = make_tls_files(work / "tls")
+    cfg = config_file(work, data_file(work, events))
+    results: dict[str, list[dict[str, Any]]] = {"http": [], "https": []}
+    for _ in range(runs):
+        results["http"].append(one_run(cfg, None, concurrency))
+        results["https"].append(one_run(cfg, tls, concurrency))
+    medians = {scheme: statistics.median(r["eps"] for r in rs) for scheme, rs in results.items()}
+    return {"events": events, "concurrency": concurrency, "http_eps": medians["http"],
+            "https_eps": medians["https"], "ratio": medians["https"] / medians["http"],
+            "most_connections": max(r["connections"] for rs in results.values() for r in rs),
+            "runs": {scheme: [{k: r[k] for k in ("eps", "stored", "connections")} for r in rs]
+                     for scheme, rs in results.items()}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -79,24 +95,16 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        tls = make_tls_files(work / "tls")
-        cfg = config_file(work, data_file(work, args.events))
-        runs: dict[str, list[dict[str, Any]]] = {"http": [], "https": []}
-        for _ in range(args.runs):
-            runs["http"].append(one_run(cfg, None, args.concurrency))
-            runs["https"].append(one_run(cfg, tls, args.concurrency))
+        r = compare(args.events, args.runs, args.concurrency, Path(tmp))
     print(f"https vs http, {args.events:,} events, concurrency {args.concurrency}, "
           f"{args.runs} run(s) each, alternating, a fresh sandbox per run")
-    medians = {}
-    for scheme, results in runs.items():
-        medians[scheme] = statistics.median(r["eps"] for r in results)
-        print(f"  {scheme:<5} {medians[scheme]:8,.0f} events/s  runs "
-              + ", ".join(f"{r['eps']:,.0f}" for r in results)
-              + "  stored " + ", ".join(f"{r['stored']:,}" for r in results)
-              + "  connections " + ", ".join(str(r["connections"]) for r in results))
-    print(f"  ratio https/http {medians['https'] / medians['http']:.2f}")
-    most = max(r["connections"] for results in runs.values() for r in results)
+    for scheme, results in r["runs"].items():
+        print(f"  {scheme:<5} {r[scheme + '_eps']:8,.0f} events/s  runs "
+              + ", ".join(f"{x['eps']:,.0f}" for x in results)
+              + "  stored " + ", ".join(f"{x['stored']:,}" for x in results)
+              + "  connections " + ", ".join(str(x["connections"]) for x in results))
+    print(f"  ratio https/http {r['ratio']:.2f}")
+    most = r["most_connections"]
     verdict = "ok" if most <= args.concurrency else "MORE THAN THE CONCURRENCY"
     print(f"  most connections in a run: {most} (limit {args.concurrency}): {verdict}")
     if most > args.concurrency:

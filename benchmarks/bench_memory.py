@@ -69,6 +69,28 @@ def generate(path: Path, rows: int) -> None:
                         "--rows", str(rows)], check=True)
 
 
+def compare(small: Path, large: Path, repeat: int, memory_bytes: str,
+            work: Path) -> dict[str, Any]:
+    """The small file ``repeat`` times around one run of the large one: medians and ratios."""
+    config = work / "bench.yaml"
+    config.write_text(CONFIG)
+    rejects = work / "rejects.csv"
+    smalls = [measure(small, config, rejects, memory_bytes)]
+    big = measure(large, config, rejects, memory_bytes)
+    smalls += [measure(small, config, rejects, memory_bytes) for _ in range(repeat - 1)]
+    s_rss = statistics.median(r["rss_mb"] for r in smalls)
+    s_us = statistics.median(r["us_per_row"] for r in smalls)
+    return {"small_rows": smalls[0]["rows"], "large_rows": big["rows"],
+            "small_rss_mb": s_rss, "large_rss_mb": big["rss_mb"],
+            "rss_ratio": big["rss_mb"] / s_rss, "small_us_per_row": s_us,
+            "large_us_per_row": big["us_per_row"], "time_ratio": big["us_per_row"] / s_us,
+            "peak_fingerprints": big["peak_fingerprints"],
+            "runs_written": big["runs_written"],
+            "small_runs_written": smalls[0]["runs_written"],
+            "small_runs": [(r["s"], r["rss_mb"]) for r in smalls],
+            "large_run": (big["s"], big["rss_mb"])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,25 +106,17 @@ def main() -> None:
         small, large = work / f"events-{args.small}.csv", work / f"events-{args.large}.csv"
         generate(small, args.small)
         generate(large, args.large)
-        config = Path(tmp) / "bench.yaml"
-        config.write_text(CONFIG)
-        rejects = Path(tmp) / "rejects.csv"
-        smalls = [measure(small, config, rejects, args.memory_bytes)]
-        big = measure(large, config, rejects, args.memory_bytes)
-        smalls += [measure(small, config, rejects, args.memory_bytes)
-                   for _ in range(args.repeat - 1)]
-    s_rss = statistics.median(r["rss_mb"] for r in smalls)
-    s_us = statistics.median(r["us_per_row"] for r in smalls)
-    print(f"small: {args.small:,} rows, {len(smalls)} runs; large: {args.large:,} rows, 1 run; "
+        r = compare(small, large, args.repeat, args.memory_bytes, Path(tmp))
+    print(f"small: {args.small:,} rows, {args.repeat} runs; large: {args.large:,} rows, 1 run; "
           f"bound {args.memory_bytes}")
-    print(f"peak RSS  small {s_rss:6.0f} MB  large {big['rss_mb']:6.0f} MB  "
-          f"ratio {big['rss_mb'] / s_rss:4.2f}x (target <= 1.25x)")
-    print(f"per row   small {s_us:6.3f} us  large {big['us_per_row']:6.3f} us  "
-          f"ratio {big['us_per_row'] / s_us:4.2f}x (target within 15%)")
-    print(f"duplicate check: peak {big['peak_fingerprints']:,} fingerprints in memory, "
-          f"{big['runs_written']} run files written (small: {smalls[0]['runs_written']})")
-    print("runs: small " + ", ".join(f"{r['s']:.2f}s/{r['rss_mb']:.0f}MB" for r in smalls)
-          + f" | large {big['s']:.2f}s/{big['rss_mb']:.0f}MB")
+    print(f"peak RSS  small {r['small_rss_mb']:6.0f} MB  large {r['large_rss_mb']:6.0f} MB  "
+          f"ratio {r['rss_ratio']:4.2f}x (target <= 1.25x)")
+    print(f"per row   small {r['small_us_per_row']:6.3f} us  large "
+          f"{r['large_us_per_row']:6.3f} us  ratio {r['time_ratio']:4.2f}x (target within 15%)")
+    print(f"duplicate check: peak {r['peak_fingerprints']:,} fingerprints in memory, "
+          f"{r['runs_written']} run files written (small: {r['small_runs_written']})")
+    print("runs: small " + ", ".join(f"{s:.2f}s/{m:.0f}MB" for s, m in r["small_runs"])
+          + f" | large {r['large_run'][0]:.2f}s/{r['large_run'][1]:.0f}MB")
 
 
 if __name__ == "__main__":

@@ -183,7 +183,7 @@ def import_into_sandbox(args: argparse.Namespace, work: Path, flags: tuple[str, 
         return result, arrivals(db)
 
 
-def throughput(args: argparse.Namespace, work: Path) -> None:
+def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     csv = data_file(work, args.events)
     cfg = config_file(work, csv)
     b, o = [], []
@@ -198,18 +198,22 @@ def throughput(args: argparse.Namespace, work: Path) -> None:
     print(f"  bare   {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
     print(f"  import {oe:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o))
     print(f"  ratio  {oe / be:.2f} (the bare script only sends: its bodies are prebuilt)")
+    return {"events": args.events, "bare_eps": be, "import_eps": oe, "ratio": oe / be,
+            "bare_runs": [r["eps"] for r in b], "import_runs": [r["eps"] for r in o]}
 
 
-def latency(args: argparse.Namespace, work: Path) -> None:
+def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     r, times = import_into_sandbox(args, work, ("--latency-ms", "50"), 200, 2000)
     mean, peak = windows(times)
     print(f"latency 50 ms, --rate 2000 --concurrency 200, {args.events:,} events")
     print(f"  server-side mean {mean:,.0f}/s (target 2,000 within 5%), busiest second {peak:,}")
     print(f"  client: {r['eps']:,.0f} events/s end to end, p50 "
           f"{r['sending'].get('latency_p50_ms')} ms")
+    return {"events": args.events, "server_mean_eps": mean, "busiest_second": peak,
+            "client_eps": r["eps"], "latency_p50_ms": r["sending"].get("latency_p50_ms")}
 
 
-def rate(args: argparse.Namespace, work: Path) -> None:
+def rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     _, times = import_into_sandbox(args, work, (), 32, 200)
     mean, peak = windows(times)
     burst = max(1, round(200 / 20))
@@ -218,9 +222,11 @@ def rate(args: argparse.Namespace, work: Path) -> None:
     print(f"  mean {mean:.1f}/s ({(mean / 200 - 1) * 100:+.1f}%, target within 3%)")
     print(f"  busiest 1-second window {peak} (target <= {200 * 1.05 + burst:.0f} = 5% + burst "
           f"{burst}); per calendar second: {sorted(per_second.values())[-3:]}")
+    return {"events": len(times), "target": 200, "mean_eps": mean, "busiest_window": peak,
+            "busiest_limit": 200 * 1.05 + burst}
 
 
-def converge(args: argparse.Namespace, work: Path) -> None:
+def converge(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     r, times = import_into_sandbox(args, work, ("--rate-limit", "300"), 64, 1000)
     tail = [t for t in times if t >= times[-1] - 10]
     mean_tail = (len(tail) - 1) / (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
@@ -231,6 +237,10 @@ def converge(args: argparse.Namespace, work: Path) -> None:
     print(f"  429s: {sending['throttled']:,} of {sending['requests']:,} requests "
           f"({sending['throttled'] / max(1, sending['requests']):.1%}); "
           f"all accepted: {r['events']:,}, rejected {r['rejected']:,}")
+    return {"events": args.events, "server_limit": 300, "client_rate": 1000,
+            "tail_eps": mean_tail, "throttled": sending["throttled"],
+            "requests": sending["requests"], "accepted": r["events"],
+            "arrivals_s": [round(t - times[0], 4) for t in times]}
 
 
 def by_command(cfg: Path, url: str, processes: int, work: Path) -> dict[str, float]:
@@ -248,7 +258,7 @@ def by_command(cfg: Path, url: str, processes: int, work: Path) -> dict[str, flo
     return {"eps": data["accepted"] / data["duration_s"], "wall_eps": data["accepted"] / wall}
 
 
-def processes(args: argparse.Namespace, work: Path) -> None:
+def processes(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     csv = data_file(work, args.events)
     cfg = config_file(work, csv)
     counts = (1, 2, 4)
@@ -261,6 +271,8 @@ def processes(args: argparse.Namespace, work: Path) -> None:
             with sandbox() as (url, _):
                 o[p].append(by_command(cfg, url, p, work))
     be = statistics.median(r["eps"] for r in b)
+    figures: dict[str, Any] = {"events": args.events, "bare_eps": be,
+                               "bare_runs": [r["eps"] for r in b]}
     print(f"processes, {args.events:,} events, concurrency 64 in all, no rate limit, "
           f"{os.cpu_count()} cores (the sandbox shares them)")
     print(f"  bare          {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
@@ -269,6 +281,9 @@ def processes(args: argparse.Namespace, work: Path) -> None:
         we = statistics.median(r["wall_eps"] for r in o[p])
         print(f"  processes={p}   {oe:8,.0f} events/s ({oe / be:.2f}x)  wall clock {we:,.0f}/s"
               f"  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o[p]))
+        figures[f"processes_{p}"] = {"eps": oe, "wall_eps": we, "ratio": oe / be,
+                                     "runs": [r["eps"] for r in o[p]]}
+    return figures
 
 
 def main() -> None:

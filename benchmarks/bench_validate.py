@@ -17,6 +17,7 @@ import sys
 import tempfile
 import textwrap
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -57,6 +58,25 @@ def run(code: str, *args: str) -> dict[str, float]:
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def compare(csv: Path, repeat: int, work: Path) -> dict[str, Any]:
+    """``repeat`` alternating runs of the baseline and of validate on ``csv``: the medians."""
+    config = work / "bench.yaml"
+    config.write_text(CONFIG)
+    base, mine = [], []
+    for _ in range(repeat):
+        base.append(run(BASELINE, str(csv)))
+        mine.append(run(VALIDATE, str(csv), str(config), str(ROOT), str(work / "rejects.csv")))
+    bt = statistics.median(r["s"] for r in base)
+    vt = statistics.median(r["s"] for r in mine)
+    bm = statistics.median(r["rss_mb"] for r in base)
+    vm = statistics.median(r["rss_mb"] for r in mine)
+    return {"rows": mine[0]["rows"], "rejected": mine[0]["rejected"],
+            "mb": csv.stat().st_size / 1e6, "baseline_s": bt, "validate_s": vt,
+            "time_ratio": vt / bt, "baseline_rss_mb": bm, "validate_rss_mb": vm,
+            "rss_ratio": vm / bm, "baseline_runs_s": [r["s"] for r in base],
+            "validate_runs_s": [r["s"] for r in mine]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--rows", type=int, default=2_000_000)
@@ -69,25 +89,15 @@ def main() -> None:
         if args.csv is None:
             subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(csv),
                             "--rows", str(args.rows)], check=True)
-        size = csv.stat().st_size / 1e6
-        config = work / "bench.yaml"
-        config.write_text(CONFIG)
-        base, mine = [], []
-        for _ in range(args.repeat):
-            base.append(run(BASELINE, str(csv)))
-            mine.append(run(VALIDATE, str(csv), str(config), str(ROOT),
-                            str(work / "rejects.csv")))
-    bt = statistics.median(r["s"] for r in base)
-    vt = statistics.median(r["s"] for r in mine)
-    bm = statistics.median(r["rss_mb"] for r in base)
-    vm = statistics.median(r["rss_mb"] for r in mine)
-    print(f"file: {mine[0]['rows']:,.0f} rows ({size:.0f} MB); validate rejected "
-          f"{mine[0]['rejected']:,.0f}")
-    print(f"time   baseline {bt:6.2f}s  validate {vt:6.2f}s  ratio {vt / bt:4.1f}x (target <= 6x)")
-    print(f"peak   baseline {bm:6.0f}MB validate {vm:6.0f}MB ratio {vm / bm:4.2f}x "
-          "(target <= 1.6x and <= 600 MB)")
-    print("runs (s): baseline " + ", ".join(f"{r['s']:.2f}" for r in base)
-          + " | validate " + ", ".join(f"{r['s']:.2f}" for r in mine))
+        r = compare(csv, args.repeat, work)
+    print(f"file: {r['rows']:,.0f} rows ({r['mb']:.0f} MB); validate rejected "
+          f"{r['rejected']:,.0f}")
+    print(f"time   baseline {r['baseline_s']:6.2f}s  validate {r['validate_s']:6.2f}s  "
+          f"ratio {r['time_ratio']:4.1f}x (target <= 6x)")
+    print(f"peak   baseline {r['baseline_rss_mb']:6.0f}MB validate {r['validate_rss_mb']:6.0f}MB "
+          f"ratio {r['rss_ratio']:4.2f}x (target <= 1.6x and <= 600 MB)")
+    print("runs (s): baseline " + ", ".join(f"{t:.2f}" for t in r["baseline_runs_s"])
+          + " | validate " + ", ".join(f"{t:.2f}" for t in r["validate_runs_s"]))
 
 
 if __name__ == "__main__":
