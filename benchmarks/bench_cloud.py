@@ -31,19 +31,22 @@ from typing import Any
 
 BUCKET = "bench"
 KEY = "exports/events.csv.gz"
-IMPORTS = {"importer": "import obstore, obstore.store",
-           "obstore": "import obstore, obstore.store",
-           "pyarrow": "import pyarrow.fs",
-           "s3fs": "import s3fs",
-           "boto3 chain": "import obstore.auth.boto3"}
+IMPORTS = {
+    "importer": "import obstore, obstore.store",
+    "obstore": "import obstore, obstore.store",
+    "pyarrow": "import pyarrow.fs",
+    "s3fs": "import s3fs",
+    "boto3 chain": "import obstore.auth.boto3",
+}
 
 
 def memory_mb(field: str) -> float:
     """VmRSS or VmHWM of this process (not ru_maxrss: that keeps the parent's peak across
     fork and exec)."""
     status = Path("/proc/self/status").read_text()
-    return int(next(ln.split()[1] for ln in status.splitlines()
-                    if ln.startswith(f"{field}:"))) / 1024
+    return (
+        int(next(ln.split()[1] for ln in status.splitlines() if ln.startswith(f"{field}:"))) / 1024
+    )
 
 
 class ChunkStream(io.RawIOBase):
@@ -96,8 +99,9 @@ def child(lib: str, endpoint: str) -> None:
         stream = gzip.GzipFile(fileobj=io.BufferedReader(ChunkStream(chunks), 1 << 20))
     elif lib == "pyarrow":
         fs = pafs.S3FileSystem(endpoint_override=endpoint)
-        stream = gzip.GzipFile(fileobj=fs.open_input_stream(
-            f"{BUCKET}/{KEY}", compression=None, buffer_size=4 << 20))
+        stream = gzip.GzipFile(
+            fileobj=fs.open_input_stream(f"{BUCKET}/{KEY}", compression=None, buffer_size=4 << 20)
+        )
     else:
         fs = s3fs.S3FileSystem(endpoint_url=endpoint)
         stream = gzip.GzipFile(fileobj=fs.open(f"{BUCKET}/{KEY}", "rb", block_size=4 << 20))
@@ -107,8 +111,11 @@ def child(lib: str, endpoint: str) -> None:
             total += len(chunk)
     seconds = time.perf_counter() - started
     peak = memory_mb("VmHWM")
-    print(json.dumps({"seconds": seconds, "csv_bytes": total, "rss_mb": peak,
-                      "growth_mb": peak - base}))
+    print(
+        json.dumps(
+            {"seconds": seconds, "csv_bytes": total, "rss_mb": peak, "growth_mb": peak - base}
+        )
+    )
 
 
 def free_port() -> int:
@@ -141,12 +148,21 @@ def main() -> None:
     missing = set(args.libs.split(",")) - set(libs)
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, "AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-           "AWS_ENDPOINT_URL": endpoint, "AWS_EC2_METADATA_DISABLED": "true"}
-    server = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1",
-                               "-p", str(port)], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "bench",
+        "AWS_SECRET_ACCESS_KEY": "bench",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         with tempfile.TemporaryDirectory() as tmp:
             data = Path(tmp) / "events.csv.gz"
@@ -164,13 +180,19 @@ def main() -> None:
                 except Exception:
                     time.sleep(0.1)
             s3.upload_file(str(data), BUCKET, KEY)
-        print(f"object: {size / 1e6:.0f} MB gzip, {args.rows:,} rows; missing: "
-              f"{', '.join(sorted(missing)) or 'none'}")
+        print(
+            f"object: {size / 1e6:.0f} MB gzip, {args.rows:,} rows; missing: "
+            f"{', '.join(sorted(missing)) or 'none'}"
+        )
         results: dict[str, list[dict[str, float]]] = {lib: [] for lib in libs}
         for _ in range(args.runs):
             for lib in libs:
-                out = subprocess.run([sys.executable, __file__, "--child", lib, endpoint],
-                                     env=env, capture_output=True, text=True)
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", lib, endpoint],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if out.returncode:
                     sys.exit(f"{lib}: {out.stderr.strip().splitlines()[-1]}")
                 results[lib].append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -179,17 +201,22 @@ def main() -> None:
             secs = statistics.median(r["seconds"] for r in runs)
             rss = statistics.median(r["rss_mb"] for r in runs)
             growth = statistics.median(r["growth_mb"] for r in runs)
-            imports = statistics.median(t for t in (import_seconds(lib) for _ in range(3))
-                                        if t is not None)
+            imports = statistics.median(
+                t for t in (import_seconds(lib) for _ in range(3)) if t is not None
+            )
             spread = ", ".join(f"{r['seconds']:.2f}" for r in runs)
-            print(f"{lib:8} stream+gunzip {secs:6.2f} s = {size / 1e6 / secs:6.1f} MB/s "
-                  f"compressed ({runs[0]['csv_bytes'] / 1e6 / secs:6.1f} MB/s CSV); "
-                  f"peak RSS {rss:4.0f} MB (+{growth:3.0f} MB while reading); "
-                  f"import {imports * 1000:4.0f} ms "
-                  f"[runs: {spread} s]")
+            print(
+                f"{lib:8} stream+gunzip {secs:6.2f} s = {size / 1e6 / secs:6.1f} MB/s "
+                f"compressed ({runs[0]['csv_bytes'] / 1e6 / secs:6.1f} MB/s CSV); "
+                f"peak RSS {rss:4.0f} MB (+{growth:3.0f} MB while reading); "
+                f"import {imports * 1000:4.0f} ms "
+                f"[runs: {spread} s]"
+            )
         if profiles:
-            print(f"import obstore.auth.boto3 (only when keys come from ~/.aws or roles "
-                  f"through boto3): {statistics.median(profiles) * 1000:.0f} ms")
+            print(
+                f"import obstore.auth.boto3 (only when keys come from ~/.aws or roles "
+                f"through boto3): {statistics.median(profiles) * 1000:.0f} ms"
+            )
     finally:
         server.terminate()
         server.wait(timeout=10)

@@ -65,9 +65,13 @@ RUN = textwrap.dedent("""
 
 
 def run(client: Path, cfg: Path, url: str, concurrency: int) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", RUN, str(client), str(cfg), url,
-                          str(concurrency), KEY, "0"], check=True, capture_output=True,
-                         text=True, env={**os.environ, "BENCH_KEY": KEY})
+    out = subprocess.run(
+        [sys.executable, "-c", RUN, str(client), str(cfg), url, str(concurrency), KEY, "0"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_KEY": KEY},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -81,7 +85,8 @@ def stored(db: Path) -> tuple[int, int]:
     """(events stored, distinct event ids) in the sandbox's database."""
     with sqlite3.connect(db) as conn:
         n, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT event_id) FROM events").fetchone()
+            "SELECT count(*), count(DISTINCT event_id) FROM events"
+        ).fetchone()
     return int(n), int(distinct)
 
 
@@ -99,17 +104,37 @@ def random429(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"  fault-free {c:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in clean))
     print(f"  5% 429     {n:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in noisy))
     last = noisy[-1]["sending"]
-    print(f"  ratio {n / c:.2f} (target >= 0.60); last noisy run: {last['throttled']:,} 429s "
-          f"of {last['requests']:,} requests, all accepted: "
-          f"{all(r['events'] + r['rejected'] == r['rows'] for r in noisy)}")
-    return {"events": args.events, "clean_eps": c, "noisy_eps": n, "ratio": n / c,
-            "throttled": last["throttled"], "requests": last["requests"]}
+    print(
+        f"  ratio {n / c:.2f} (target >= 0.60); last noisy run: {last['throttled']:,} 429s "
+        f"of {last['requests']:,} requests, all accepted: "
+        f"{all(r['events'] + r['rejected'] == r['rows'] for r in noisy)}"
+    )
+    return {
+        "events": args.events,
+        "clean_eps": c,
+        "noisy_eps": n,
+        "ratio": n / c,
+        "throttled": last["throttled"],
+        "requests": last["requests"],
+    }
 
 
 def chaos(args: argparse.Namespace, work: Path) -> None:
     cfg = with_timeout(config_file(work, data_file(work, args.events)), 10)
-    flags = ("--throttle-rate", "0.05", "--error-rate", "0.05", "--drop-rate", "0.01",
-             "--slow-rate", "0.01", "--slow-ms", "15000", "--seed", "3")
+    flags = (
+        "--throttle-rate",
+        "0.05",
+        "--error-rate",
+        "0.05",
+        "--drop-rate",
+        "0.01",
+        "--slow-rate",
+        "0.01",
+        "--slow-ms",
+        "15000",
+        "--seed",
+        "3",
+    )
     t0 = time.perf_counter()
     with sandbox(*flags) as (url, db):
         r = run(args.client_root, cfg, url, 32)
@@ -117,13 +142,19 @@ def chaos(args: argparse.Namespace, work: Path) -> None:
         time.sleep(1.0)  # the sandbox writes in batches: let the last ones land
         n, distinct = stored(db)
     s = r["sending"]
-    print(f"chaos: 5% 429 + 5% 5xx + 1% dropped + 1% slower than the 10 s timeout, "
-          f"{args.events:,} rows, concurrency 32")
+    print(
+        f"chaos: 5% 429 + 5% 5xx + 1% dropped + 1% slower than the 10 s timeout, "
+        f"{args.events:,} rows, concurrency 32"
+    )
     print(f"  import finished in {r['s']:.1f} s (target <= 60 s; {wall:.1f} s with the sandbox)")
-    print(f"  accepted {r['events']:,}, rejected {r['rejected']:,} of {r['rows']:,} rows; "
-          f"requests {s['requests']:,}, retries {s['retries']:,}, errors {s['errors']}")
-    print(f"  stored at the sandbox: {n:,} events, {distinct:,} distinct ids "
-          f"(each valid row once: {n == distinct == r['events']})")
+    print(
+        f"  accepted {r['events']:,}, rejected {r['rejected']:,} of {r['rows']:,} rows; "
+        f"requests {s['requests']:,}, retries {s['retries']:,}, errors {s['errors']}"
+    )
+    print(
+        f"  stored at the sandbox: {n:,} events, {distinct:,} distinct ids "
+        f"(each valid row once: {n == distinct == r['events']})"
+    )
 
 
 def stall(args: argparse.Namespace, work: Path) -> None:
@@ -134,20 +165,27 @@ def stall(args: argparse.Namespace, work: Path) -> None:
             results.append(run(args.client_root, cfg, url, 64))
     print(f"event-loop stalls, 30% API rejects, {args.events:,} events, concurrency 64")
     for r in results:
-        print(f"  longest stall {r['max_lag_ms']:6.1f} ms, p99 {r['p99_lag_ms']:5.1f} ms, "
-              f"{r['eps']:,.0f} events/s, rejected {r['rejected']:,}")
+        print(
+            f"  longest stall {r['max_lag_ms']:6.1f} ms, p99 {r['p99_lag_ms']:5.1f} ms, "
+            f"{r['eps']:,.0f} events/s, rejected {r['rejected']:,}"
+        )
     worst = statistics.median(r["max_lag_ms"] for r in results)
     print(f"  median of the longest stalls: {worst:.1f} ms (target < 20 ms)")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["random429", "chaos", "stall"])
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--client-root", type=Path, default=ROOT,
-                    help="checkout whose importer is measured (default: this one)")
+    ap.add_argument(
+        "--client-root",
+        type=Path,
+        default=ROOT,
+        help="checkout whose importer is measured (default: this one)",
+    )
     args = ap.parse_args()
     args.events = args.events or {"random429": 20_000, "chaos": 2000, "stall": 50_000}[args.what]
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,29 +80,43 @@ def compare(events: int, runs: int, concurrency: int, work: Path) -> dict[str, A
         results["http"].append(one_run(cfg, None, concurrency))
         results["https"].append(one_run(cfg, tls, concurrency))
     medians = {scheme: statistics.median(r["eps"] for r in rs) for scheme, rs in results.items()}
-    return {"events": events, "concurrency": concurrency, "http_eps": medians["http"],
-            "https_eps": medians["https"], "ratio": medians["https"] / medians["http"],
-            "most_connections": max(r["connections"] for rs in results.values() for r in rs),
-            "runs": {scheme: [{k: r[k] for k in ("eps", "stored", "connections")} for r in rs]
-                     for scheme, rs in results.items()}}
+    return {
+        "events": events,
+        "concurrency": concurrency,
+        "http_eps": medians["http"],
+        "https_eps": medians["https"],
+        "ratio": medians["https"] / medians["http"],
+        "most_connections": max(r["connections"] for rs in results.values() for r in rs),
+        "runs": {
+            scheme: [{k: r[k] for k in ("eps", "stored", "connections")} for r in rs]
+            for scheme, rs in results.items()
+        },
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--events", type=int, default=50_000)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--concurrency", type=int, default=64)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         r = compare(args.events, args.runs, args.concurrency, Path(tmp))
-    print(f"https vs http, {args.events:,} events, concurrency {args.concurrency}, "
-          f"{args.runs} run(s) each, alternating, a fresh sandbox per run")
+    print(
+        f"https vs http, {args.events:,} events, concurrency {args.concurrency}, "
+        f"{args.runs} run(s) each, alternating, a fresh sandbox per run"
+    )
     for scheme, results in r["runs"].items():
-        print(f"  {scheme:<5} {r[scheme + '_eps']:8,.0f} events/s  runs "
-              + ", ".join(f"{x['eps']:,.0f}" for x in results)
-              + "  stored " + ", ".join(f"{x['stored']:,}" for x in results)
-              + "  connections " + ", ".join(str(x["connections"]) for x in results))
+        print(
+            f"  {scheme:<5} {r[scheme + '_eps']:8,.0f} events/s  runs "
+            + ", ".join(f"{x['eps']:,.0f}" for x in results)
+            + "  stored "
+            + ", ".join(f"{x['stored']:,}" for x in results)
+            + "  connections "
+            + ", ".join(str(x["connections"]) for x in results)
+        )
     print(f"  ratio https/http {r['ratio']:.2f}")
     most = r["most_connections"]
     verdict = "ok" if most <= args.concurrency else "MORE THAN THE CONCURRENCY"

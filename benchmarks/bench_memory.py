@@ -50,8 +50,19 @@ VALIDATE = textwrap.dedent("""
 def measure(csv: Path, config: Path, rejects: Path, memory_bytes: str) -> dict[str, Any]:
     """One dry run in its own process: its figures and the child's peak RSS."""
     with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen([sys.executable, "-c", VALIDATE, str(ROOT), str(config),
-                                 str(csv), str(rejects), memory_bytes], stdout=out)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                VALIDATE,
+                str(ROOT),
+                str(config),
+                str(csv),
+                str(rejects),
+                memory_bytes,
+            ],
+            stdout=out,
+        )
         _, status, usage = os.wait4(proc.pid, 0)
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode:
@@ -65,12 +76,19 @@ def measure(csv: Path, config: Path, rejects: Path, memory_bytes: str) -> dict[s
 
 def generate(path: Path, rows: int) -> None:
     if not path.exists():
-        subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(path),
-                        "--rows", str(rows)], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "benchmarks" / "gen_events.py"),
+                str(path),
+                "--rows",
+                str(rows),
+            ],
+            check=True,
+        )
 
 
-def compare(small: Path, large: Path, repeat: int, memory_bytes: str,
-            work: Path) -> dict[str, Any]:
+def compare(small: Path, large: Path, repeat: int, memory_bytes: str, work: Path) -> dict[str, Any]:
     """The small file ``repeat`` times around one run of the large one: medians and ratios."""
     config = work / "bench.yaml"
     config.write_text(CONFIG)
@@ -80,20 +98,27 @@ def compare(small: Path, large: Path, repeat: int, memory_bytes: str,
     smalls += [measure(small, config, rejects, memory_bytes) for _ in range(repeat - 1)]
     s_rss = statistics.median(r["rss_mb"] for r in smalls)
     s_us = statistics.median(r["us_per_row"] for r in smalls)
-    return {"small_rows": smalls[0]["rows"], "large_rows": big["rows"],
-            "small_rss_mb": s_rss, "large_rss_mb": big["rss_mb"],
-            "rss_ratio": big["rss_mb"] / s_rss, "small_us_per_row": s_us,
-            "large_us_per_row": big["us_per_row"], "time_ratio": big["us_per_row"] / s_us,
-            "peak_fingerprints": big["peak_fingerprints"],
-            "runs_written": big["runs_written"],
-            "small_runs_written": smalls[0]["runs_written"],
-            "small_runs": [(r["s"], r["rss_mb"]) for r in smalls],
-            "large_run": (big["s"], big["rss_mb"])}
+    return {
+        "small_rows": smalls[0]["rows"],
+        "large_rows": big["rows"],
+        "small_rss_mb": s_rss,
+        "large_rss_mb": big["rss_mb"],
+        "rss_ratio": big["rss_mb"] / s_rss,
+        "small_us_per_row": s_us,
+        "large_us_per_row": big["us_per_row"],
+        "time_ratio": big["us_per_row"] / s_us,
+        "peak_fingerprints": big["peak_fingerprints"],
+        "runs_written": big["runs_written"],
+        "small_runs_written": smalls[0]["runs_written"],
+        "small_runs": [(r["s"], r["rss_mb"]) for r in smalls],
+        "large_run": (big["s"], big["rss_mb"]),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--small", type=int, default=2_000_000)
     ap.add_argument("--large", type=int, default=20_000_000)
     ap.add_argument("--repeat", type=int, default=3, help="runs of the small file")
@@ -107,16 +132,27 @@ def main() -> None:
         generate(small, args.small)
         generate(large, args.large)
         r = compare(small, large, args.repeat, args.memory_bytes, Path(tmp))
-    print(f"small: {args.small:,} rows, {args.repeat} runs; large: {args.large:,} rows, 1 run; "
-          f"bound {args.memory_bytes}")
-    print(f"peak RSS  small {r['small_rss_mb']:6.0f} MB  large {r['large_rss_mb']:6.0f} MB  "
-          f"ratio {r['rss_ratio']:4.2f}x (target <= 1.25x)")
-    print(f"per row   small {r['small_us_per_row']:6.3f} us  large "
-          f"{r['large_us_per_row']:6.3f} us  ratio {r['time_ratio']:4.2f}x (target within 15%)")
-    print(f"duplicate check: peak {r['peak_fingerprints']:,} fingerprints in memory, "
-          f"{r['runs_written']} run files written (small: {r['small_runs_written']})")
-    print("runs: small " + ", ".join(f"{s:.2f}s/{m:.0f}MB" for s, m in r["small_runs"])
-          + f" | large {r['large_run'][0]:.2f}s/{r['large_run'][1]:.0f}MB")
+    print(
+        f"small: {args.small:,} rows, {args.repeat} runs; large: {args.large:,} rows, 1 run; "
+        f"bound {args.memory_bytes}"
+    )
+    print(
+        f"peak RSS  small {r['small_rss_mb']:6.0f} MB  large {r['large_rss_mb']:6.0f} MB  "
+        f"ratio {r['rss_ratio']:4.2f}x (target <= 1.25x)"
+    )
+    print(
+        f"per row   small {r['small_us_per_row']:6.3f} us  large "
+        f"{r['large_us_per_row']:6.3f} us  ratio {r['time_ratio']:4.2f}x (target within 15%)"
+    )
+    print(
+        f"duplicate check: peak {r['peak_fingerprints']:,} fingerprints in memory, "
+        f"{r['runs_written']} run files written (small: {r['small_runs_written']})"
+    )
+    print(
+        "runs: small "
+        + ", ".join(f"{s:.2f}s/{m:.0f}MB" for s, m in r["small_runs"])
+        + f" | large {r['large_run'][0]:.2f}s/{r['large_run'][1]:.0f}MB"
+    )
 
 
 if __name__ == "__main__":

@@ -110,8 +110,22 @@ def sandbox(*flags: str) -> Iterator[tuple[str, Path]]:
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "bench.db"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "flywheel_import.sandbox", "--port", "0", "--key", KEY,
-             "--db", str(db), *flags], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+            [
+                sys.executable,
+                "-m",
+                "flywheel_import.sandbox",
+                "--port",
+                "0",
+                "--key",
+                KEY,
+                "--db",
+                str(db),
+                *flags,
+            ],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         try:
             assert proc.stdout is not None
             url = ""
@@ -130,29 +144,45 @@ def sandbox(*flags: str) -> Iterator[tuple[str, Path]]:
 
 def data_file(folder: Path, events: int) -> Path:
     csv = folder / "events.csv"
-    subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(csv),
-                    "--rows", str(events)], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "gen_events.py"),
+            str(csv),
+            "--rows",
+            str(events),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     # gen_events sprinkles a few empty names in; keep them: the bare script sends them too.
     return csv
 
 
 def config_file(folder: Path, csv: Path) -> Path:
     cfg = folder / "bench.yaml"
-    cfg.write_text(CONFIG.format(rejects=folder / "rejects.csv")
-                   + f"source: {{path: {csv}}}\n")
+    cfg.write_text(CONFIG.format(rejects=folder / "rejects.csv") + f"source: {{path: {csv}}}\n")
     return cfg
 
 
 def ours(cfg: Path, url: str, concurrency: int, rate: float) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-c", OURS, str(cfg), url, str(concurrency),
-                          str(rate), str(ROOT), KEY], check=True, capture_output=True,
-                         text=True, env={**os.environ, "BENCH_KEY": KEY})
+    out = subprocess.run(
+        [sys.executable, "-c", OURS, str(cfg), url, str(concurrency), str(rate), str(ROOT), KEY],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_KEY": KEY},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
 def bare(csv: Path, url: str, concurrency: int) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", BARE, str(csv), url, str(concurrency), KEY],
-                         check=True, capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", BARE, str(csv), url, str(concurrency), KEY],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -174,8 +204,9 @@ def windows(times: list[float]) -> tuple[float, int]:
     return (len(times) - 1) / span if span > 0 else 0.0, best
 
 
-def import_into_sandbox(args: argparse.Namespace, work: Path, flags: tuple[str, ...],
-                        concurrency: int, rate: float) -> tuple[dict[str, Any], list[float]]:
+def import_into_sandbox(
+    args: argparse.Namespace, work: Path, flags: tuple[str, ...], concurrency: int, rate: float
+) -> tuple[dict[str, Any], list[float]]:
     """One import of a fresh data file into a fresh sandbox: (the run's figures, arrivals)."""
     cfg = config_file(work, data_file(work, args.events))
     with sandbox(*flags) as (url, db):
@@ -198,8 +229,14 @@ def throughput(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     print(f"  bare   {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
     print(f"  import {oe:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o))
     print(f"  ratio  {oe / be:.2f} (the bare script only sends: its bodies are prebuilt)")
-    return {"events": args.events, "bare_eps": be, "import_eps": oe, "ratio": oe / be,
-            "bare_runs": [r["eps"] for r in b], "import_runs": [r["eps"] for r in o]}
+    return {
+        "events": args.events,
+        "bare_eps": be,
+        "import_eps": oe,
+        "ratio": oe / be,
+        "bare_runs": [r["eps"] for r in b],
+        "import_runs": [r["eps"] for r in o],
+    }
 
 
 def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -207,10 +244,17 @@ def latency(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     mean, peak = windows(times)
     print(f"latency 50 ms, --rate 2000 --concurrency 200, {args.events:,} events")
     print(f"  server-side mean {mean:,.0f}/s (target 2,000 within 5%), busiest second {peak:,}")
-    print(f"  client: {r['eps']:,.0f} events/s end to end, p50 "
-          f"{r['sending'].get('latency_p50_ms')} ms")
-    return {"events": args.events, "server_mean_eps": mean, "busiest_second": peak,
-            "client_eps": r["eps"], "latency_p50_ms": r["sending"].get("latency_p50_ms")}
+    print(
+        f"  client: {r['eps']:,.0f} events/s end to end, p50 "
+        f"{r['sending'].get('latency_p50_ms')} ms"
+    )
+    return {
+        "events": args.events,
+        "server_mean_eps": mean,
+        "busiest_second": peak,
+        "client_eps": r["eps"],
+        "latency_p50_ms": r["sending"].get("latency_p50_ms"),
+    }
 
 
 def rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -220,10 +264,17 @@ def rate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     per_second = Counter(int(t - times[0]) for t in times)
     print(f"rate 200/s, {len(times):,} events at the server over {times[-1] - times[0]:.1f}s")
     print(f"  mean {mean:.1f}/s ({(mean / 200 - 1) * 100:+.1f}%, target within 3%)")
-    print(f"  busiest 1-second window {peak} (target <= {200 * 1.05 + burst:.0f} = 5% + burst "
-          f"{burst}); per calendar second: {sorted(per_second.values())[-3:]}")
-    return {"events": len(times), "target": 200, "mean_eps": mean, "busiest_window": peak,
-            "busiest_limit": 200 * 1.05 + burst}
+    print(
+        f"  busiest 1-second window {peak} (target <= {200 * 1.05 + burst:.0f} = 5% + burst "
+        f"{burst}); per calendar second: {sorted(per_second.values())[-3:]}"
+    )
+    return {
+        "events": len(times),
+        "target": 200,
+        "mean_eps": mean,
+        "busiest_window": peak,
+        "busiest_limit": 200 * 1.05 + burst,
+    }
 
 
 def converge(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -232,15 +283,24 @@ def converge(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     mean_tail = (len(tail) - 1) / (tail[-1] - tail[0]) if len(tail) > 1 else 0.0
     sending = r["sending"]
     print(f"server allows 300/s, client configured at 1000/s, {args.events:,} events")
-    print(f"  accepted rate over the last 10 s at the server: {mean_tail:,.0f}/s "
-          f"(target: near 300)")
-    print(f"  429s: {sending['throttled']:,} of {sending['requests']:,} requests "
-          f"({sending['throttled'] / max(1, sending['requests']):.1%}); "
-          f"all accepted: {r['events']:,}, rejected {r['rejected']:,}")
-    return {"events": args.events, "server_limit": 300, "client_rate": 1000,
-            "tail_eps": mean_tail, "throttled": sending["throttled"],
-            "requests": sending["requests"], "accepted": r["events"],
-            "arrivals_s": [round(t - times[0], 4) for t in times]}
+    print(
+        f"  accepted rate over the last 10 s at the server: {mean_tail:,.0f}/s (target: near 300)"
+    )
+    print(
+        f"  429s: {sending['throttled']:,} of {sending['requests']:,} requests "
+        f"({sending['throttled'] / max(1, sending['requests']):.1%}); "
+        f"all accepted: {r['events']:,}, rejected {r['rejected']:,}"
+    )
+    return {
+        "events": args.events,
+        "server_limit": 300,
+        "client_rate": 1000,
+        "tail_eps": mean_tail,
+        "throttled": sending["throttled"],
+        "requests": sending["requests"],
+        "accepted": r["events"],
+        "arrivals_s": [round(t - times[0], 4) for t in times],
+    }
 
 
 def by_command(cfg: Path, url: str, processes: int, work: Path) -> dict[str, float]:
@@ -248,11 +308,31 @@ def by_command(cfg: Path, url: str, processes: int, work: Path) -> dict[str, flo
     duration, events/s by the wall clock of the command)."""
     report = work / f"report-{processes}.json"
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", url,
-                    "--processes", str(processes), "--concurrency", "64", "--rate", "0",
-                    "--no-progress", "--restart", "--report", str(report)], cwd=ROOT,
-                   env={**os.environ, "BENCH_KEY": KEY, "PYTHONPATH": str(ROOT)},
-                   stdout=subprocess.DEVNULL, check=False)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "flywheel_import",
+            "run",
+            str(cfg),
+            "--api-url",
+            url,
+            "--processes",
+            str(processes),
+            "--concurrency",
+            "64",
+            "--rate",
+            "0",
+            "--no-progress",
+            "--restart",
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_KEY": KEY, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        check=False,
+    )
     wall = time.perf_counter() - t0
     data = json.loads(report.read_text())
     return {"eps": data["accepted"] / data["duration_s"], "wall_eps": data["accepted"] / wall}
@@ -271,33 +351,58 @@ def processes(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             with sandbox() as (url, _):
                 o[p].append(by_command(cfg, url, p, work))
     be = statistics.median(r["eps"] for r in b)
-    figures: dict[str, Any] = {"events": args.events, "bare_eps": be,
-                               "bare_runs": [r["eps"] for r in b]}
-    print(f"processes, {args.events:,} events, concurrency 64 in all, no rate limit, "
-          f"{os.cpu_count()} cores (the sandbox shares them)")
+    figures: dict[str, Any] = {
+        "events": args.events,
+        "bare_eps": be,
+        "bare_runs": [r["eps"] for r in b],
+    }
+    print(
+        f"processes, {args.events:,} events, concurrency 64 in all, no rate limit, "
+        f"{os.cpu_count()} cores (the sandbox shares them)"
+    )
     print(f"  bare          {be:8,.0f} events/s  runs " + ", ".join(f"{r['eps']:,.0f}" for r in b))
     for p in counts:
         oe = statistics.median(r["eps"] for r in o[p])
         we = statistics.median(r["wall_eps"] for r in o[p])
-        print(f"  processes={p}   {oe:8,.0f} events/s ({oe / be:.2f}x)  wall clock {we:,.0f}/s"
-              f"  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o[p]))
-        figures[f"processes_{p}"] = {"eps": oe, "wall_eps": we, "ratio": oe / be,
-                                     "runs": [r["eps"] for r in o[p]]}
+        print(
+            f"  processes={p}   {oe:8,.0f} events/s ({oe / be:.2f}x)  wall clock {we:,.0f}/s"
+            f"  runs " + ", ".join(f"{r['eps']:,.0f}" for r in o[p])
+        )
+        figures[f"processes_{p}"] = {
+            "eps": oe,
+            "wall_eps": we,
+            "ratio": oe / be,
+            "runs": [r["eps"] for r in o[p]],
+        }
     return figures
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("what", choices=["throughput", "latency", "rate", "converge", "processes"])
     ap.add_argument("--events", type=int)
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
-    args.events = args.events or {"throughput": 50_000, "latency": 20_000, "rate": 4000,
-                                  "converge": 9000, "processes": 50_000}[args.what]
+    args.events = (
+        args.events
+        or {
+            "throughput": 50_000,
+            "latency": 20_000,
+            "rate": 4000,
+            "converge": 9000,
+            "processes": 50_000,
+        }[args.what]
+    )
     with tempfile.TemporaryDirectory() as tmp:
-        {"throughput": throughput, "latency": latency, "rate": rate,
-         "converge": converge, "processes": processes}[args.what](args, Path(tmp))
+        {
+            "throughput": throughput,
+            "latency": latency,
+            "rate": rate,
+            "converge": converge,
+            "processes": processes,
+        }[args.what](args, Path(tmp))
 
 
 if __name__ == "__main__":

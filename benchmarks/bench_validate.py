@@ -53,8 +53,9 @@ mapping:
 
 
 def run(code: str, *args: str) -> dict[str, float]:
-    out = subprocess.run([sys.executable, "-c", code, *args], check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code, *args], check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
@@ -70,11 +71,19 @@ def compare(csv: Path, repeat: int, work: Path) -> dict[str, Any]:
     vt = statistics.median(r["s"] for r in mine)
     bm = statistics.median(r["rss_mb"] for r in base)
     vm = statistics.median(r["rss_mb"] for r in mine)
-    return {"rows": mine[0]["rows"], "rejected": mine[0]["rejected"],
-            "mb": csv.stat().st_size / 1e6, "baseline_s": bt, "validate_s": vt,
-            "time_ratio": vt / bt, "baseline_rss_mb": bm, "validate_rss_mb": vm,
-            "rss_ratio": vm / bm, "baseline_runs_s": [r["s"] for r in base],
-            "validate_runs_s": [r["s"] for r in mine]}
+    return {
+        "rows": mine[0]["rows"],
+        "rejected": mine[0]["rejected"],
+        "mb": csv.stat().st_size / 1e6,
+        "baseline_s": bt,
+        "validate_s": vt,
+        "time_ratio": vt / bt,
+        "baseline_rss_mb": bm,
+        "validate_rss_mb": vm,
+        "rss_ratio": vm / bm,
+        "baseline_runs_s": [r["s"] for r in base],
+        "validate_runs_s": [r["s"] for r in mine],
+    }
 
 
 def main() -> None:
@@ -87,17 +96,32 @@ def main() -> None:
         work = Path(tmp)
         csv = args.csv or work / "events.csv"
         if args.csv is None:
-            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gen_events.py"), str(csv),
-                            "--rows", str(args.rows)], check=True)
+            subprocess.run(
+                [
+                    sys.executable,
+                    str(ROOT / "benchmarks" / "gen_events.py"),
+                    str(csv),
+                    "--rows",
+                    str(args.rows),
+                ],
+                check=True,
+            )
         r = compare(csv, args.repeat, work)
-    print(f"file: {r['rows']:,.0f} rows ({r['mb']:.0f} MB); validate rejected "
-          f"{r['rejected']:,.0f}")
-    print(f"time   baseline {r['baseline_s']:6.2f}s  validate {r['validate_s']:6.2f}s  "
-          f"ratio {r['time_ratio']:4.1f}x (target <= 6x)")
-    print(f"peak   baseline {r['baseline_rss_mb']:6.0f}MB validate {r['validate_rss_mb']:6.0f}MB "
-          f"ratio {r['rss_ratio']:4.2f}x (target <= 1.6x and <= 600 MB)")
-    print("runs (s): baseline " + ", ".join(f"{t:.2f}" for t in r["baseline_runs_s"])
-          + " | validate " + ", ".join(f"{t:.2f}" for t in r["validate_runs_s"]))
+    print(f"file: {r['rows']:,.0f} rows ({r['mb']:.0f} MB); validate rejected {r['rejected']:,.0f}")
+    print(
+        f"time   baseline {r['baseline_s']:6.2f}s  validate {r['validate_s']:6.2f}s  "
+        f"ratio {r['time_ratio']:4.1f}x (target <= 6x)"
+    )
+    print(
+        f"peak   baseline {r['baseline_rss_mb']:6.0f}MB validate {r['validate_rss_mb']:6.0f}MB "
+        f"ratio {r['rss_ratio']:4.2f}x (target <= 1.6x and <= 600 MB)"
+    )
+    print(
+        "runs (s): baseline "
+        + ", ".join(f"{t:.2f}" for t in r["baseline_runs_s"])
+        + " | validate "
+        + ", ".join(f"{t:.2f}" for t in r["validate_runs_s"])
+    )
 
 
 if __name__ == "__main__":

@@ -19,23 +19,30 @@ def frame(rows: int, seed: int = 7) -> pl.DataFrame:
     events = np.array(["page_viewed", "signup_completed", "product_purchased", "cart_updated"])
     plans = np.array(["free", "starter", "premium", "enterprise"])
     pages = np.array(["/", "/pricing", "/docs", "/blog/launch", "/signup", "/checkout"])
-    ts = (np.datetime64("2023-01-01T00:00:00") + rng.integers(0, 365 * 86400, rows)
-          .astype("timedelta64[s]")).astype("datetime64[ms]")
-    df = pl.DataFrame({
-        "event_id": pl.int_range(0, rows, eager=True).cast(pl.String).str.zfill(10),
-        "event_name": events[rng.integers(0, len(events), rows)],
-        "user_id": pl.Series(rng.integers(1, 200_000, rows)).cast(pl.String).str.zfill(7),
-        "ts": pl.Series(ts).dt.strftime("%Y-%m-%d %H:%M:%S"),
-        "page": pages[rng.integers(0, len(pages), rows)],
-        "plan": plans[rng.integers(0, len(plans), rows)],
-        "price": pl.Series(rng.integers(100, 50000, rows) / 100).cast(pl.String),
-        "zip": pl.Series(rng.integers(0, 99999, rows)).cast(pl.String).str.zfill(5),
-        "is_trial": pl.Series(rng.integers(0, 2, rows) == 1).cast(pl.String),
-    })
+    ts = (
+        np.datetime64("2023-01-01T00:00:00")
+        + rng.integers(0, 365 * 86400, rows).astype("timedelta64[s]")
+    ).astype("datetime64[ms]")
+    df = pl.DataFrame(
+        {
+            "event_id": pl.int_range(0, rows, eager=True).cast(pl.String).str.zfill(10),
+            "event_name": events[rng.integers(0, len(events), rows)],
+            "user_id": pl.Series(rng.integers(1, 200_000, rows)).cast(pl.String).str.zfill(7),
+            "ts": pl.Series(ts).dt.strftime("%Y-%m-%d %H:%M:%S"),
+            "page": pages[rng.integers(0, len(pages), rows)],
+            "plan": plans[rng.integers(0, len(plans), rows)],
+            "price": pl.Series(rng.integers(100, 50000, rows) / 100).cast(pl.String),
+            "zip": pl.Series(rng.integers(0, 99999, rows)).cast(pl.String).str.zfill(5),
+            "is_trial": pl.Series(rng.integers(0, 2, rows) == 1).cast(pl.String),
+        }
+    )
     bad = rng.integers(0, rows, max(1, rows // 10_000))
     return df.with_columns(
-        pl.when(pl.int_range(0, rows).is_in(bad)).then(pl.lit("")).otherwise(pl.col("event_name"))
-        .alias("event_name"))
+        pl.when(pl.int_range(0, rows).is_in(bad))
+        .then(pl.lit(""))
+        .otherwise(pl.col("event_name"))
+        .alias("event_name")
+    )
 
 
 def main() -> None:

@@ -42,8 +42,17 @@ import bench_run
 import bench_validate
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("flywheel-import", "polars", "pyarrow", "aiohttp", "orjson", "numpy", "pydantic",
-            "anyio", "matplotlib")
+PACKAGES = (
+    "flywheel-import",
+    "polars",
+    "pyarrow",
+    "aiohttp",
+    "orjson",
+    "numpy",
+    "pydantic",
+    "anyio",
+    "matplotlib",
+)
 
 
 @dataclass(frozen=True)
@@ -65,13 +74,36 @@ class Sizes:
     memory_repeat: int
 
 
-FULL = Sizes(throughput=30_000, processes=30_000, runs=3, latency=20_000, rate=4000,
-             converge=9000, https=30_000, random429=20_000, validate_rows=1_000_000,
-             validate_repeat=5, memory_small=1_000_000, memory_large=10_000_000,
-             memory_repeat=3)
-QUICK = Sizes(throughput=3000, processes=3000, runs=1, latency=2000, rate=400,
-              converge=1500, https=2000, random429=2000, validate_rows=100_000,
-              validate_repeat=1, memory_small=10_000, memory_large=100_000, memory_repeat=1)
+FULL = Sizes(
+    throughput=30_000,
+    processes=30_000,
+    runs=3,
+    latency=20_000,
+    rate=4000,
+    converge=9000,
+    https=30_000,
+    random429=20_000,
+    validate_rows=1_000_000,
+    validate_repeat=5,
+    memory_small=1_000_000,
+    memory_large=10_000_000,
+    memory_repeat=3,
+)
+QUICK = Sizes(
+    throughput=3000,
+    processes=3000,
+    runs=1,
+    latency=2000,
+    rate=400,
+    converge=1500,
+    https=2000,
+    random429=2000,
+    validate_rows=100_000,
+    validate_repeat=1,
+    memory_small=10_000,
+    memory_large=100_000,
+    memory_repeat=1,
+)
 
 
 @dataclass(frozen=True)
@@ -105,12 +137,23 @@ def machine() -> dict[str, Any]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                            capture_output=True, text=True, check=False).stdout.strip()
-    return {"cores": os.cpu_count(), "memory_gb": mem_gb, "cpu_model": model or platform.machine(),
-            "platform": platform.platform(), "python": platform.python_version(),
-            "packages": versions, "commit": commit or None,
-            "date": datetime.now(UTC).isoformat(timespec="seconds")}
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    return {
+        "cores": os.cpu_count(),
+        "memory_gb": mem_gb,
+        "cpu_model": model or platform.machine(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "commit": commit or None,
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
 
 
 def measure_all(sizes: Sizes, work: Path) -> dict[str, Any]:
@@ -158,54 +201,161 @@ def rows(r: dict[str, Any]) -> list[Row]:
     """The table, from the figures; targets are those the scripts' docstrings state."""
     t, p, rt, lat = r["throughput"], r["processes"], r["rate"], r["latency"]
     h, cv, f, v, m = r["https"], r["converge"], r["random429"], r["validate"], r["memory"]
-    out = [Row("throughput, events/s", f"{t['import_eps']:,.0f}", f"{t['bare_eps']:,.0f} bare",
-               f"{t['ratio']:.2f}x", "(diagnostic)", None)]
+    out = [
+        Row(
+            "throughput, events/s",
+            f"{t['import_eps']:,.0f}",
+            f"{t['bare_eps']:,.0f} bare",
+            f"{t['ratio']:.2f}x",
+            "(diagnostic)",
+            None,
+        )
+    ]
     for n in (1, 2, 4):
         q = p[f"processes_{n}"]
-        out.append(Row(f"--processes {n}, events/s", f"{q['eps']:,.0f}",
-                       f"{p['bare_eps']:,.0f} bare", f"{q['ratio']:.2f}x", "(diagnostic)", None))
+        out.append(
+            Row(
+                f"--processes {n}, events/s",
+                f"{q['eps']:,.0f}",
+                f"{p['bare_eps']:,.0f} bare",
+                f"{q['ratio']:.2f}x",
+                "(diagnostic)",
+                None,
+            )
+        )
     err = rt["mean_eps"] / rt["target"] - 1
-    out.append(Row("rate 200/s, mean at the server", f"{rt['mean_eps']:.1f}/s", "200/s",
-                   f"{err:+.1%}", "within 3%", abs(err) <= 0.03))
-    out.append(Row("rate 200/s, busiest 1 s window", f"{rt['busiest_window']}",
-                   f"{rt['busiest_limit']:.0f} limit", "", "<= 5% + burst",
-                   rt["busiest_window"] <= rt["busiest_limit"]))
+    out.append(
+        Row(
+            "rate 200/s, mean at the server",
+            f"{rt['mean_eps']:.1f}/s",
+            "200/s",
+            f"{err:+.1%}",
+            "within 3%",
+            abs(err) <= 0.03,
+        )
+    )
+    out.append(
+        Row(
+            "rate 200/s, busiest 1 s window",
+            f"{rt['busiest_window']}",
+            f"{rt['busiest_limit']:.0f} limit",
+            "",
+            "<= 5% + burst",
+            rt["busiest_window"] <= rt["busiest_limit"],
+        )
+    )
     err = lat["server_mean_eps"] / 2000 - 1
-    out.append(Row("latency 50 ms, rate 2000/s", f"{lat['server_mean_eps']:,.0f}/s", "2,000/s",
-                   f"{err:+.1%}", "within 5%", abs(err) <= 0.05))
-    out.append(Row("https vs http, events/s", f"{h['https_eps']:,.0f}", f"{h['http_eps']:,.0f}",
-                   f"{h['ratio']:.2f}x", "(diagnostic)", None))
-    out.append(Row("https, most connections in a run", f"{h['most_connections']}",
-                   f"{h['concurrency']} concurrency", "", "<= concurrency",
-                   h["most_connections"] <= h["concurrency"]))
+    out.append(
+        Row(
+            "latency 50 ms, rate 2000/s",
+            f"{lat['server_mean_eps']:,.0f}/s",
+            "2,000/s",
+            f"{err:+.1%}",
+            "within 5%",
+            abs(err) <= 0.05,
+        )
+    )
+    out.append(
+        Row(
+            "https vs http, events/s",
+            f"{h['https_eps']:,.0f}",
+            f"{h['http_eps']:,.0f}",
+            f"{h['ratio']:.2f}x",
+            "(diagnostic)",
+            None,
+        )
+    )
+    out.append(
+        Row(
+            "https, most connections in a run",
+            f"{h['most_connections']}",
+            f"{h['concurrency']} concurrency",
+            "",
+            "<= concurrency",
+            h["most_connections"] <= h["concurrency"],
+        )
+    )
     err = cv["tail_eps"] / cv["server_limit"] - 1
-    out.append(Row("429 convergence, last 10 s", f"{cv['tail_eps']:,.0f}/s", "300/s allowed",
-                   f"{err:+.1%}", "within 10%", abs(err) <= 0.10))
-    out.append(Row("random 5% 429s, events/s", f"{f['noisy_eps']:,.0f}",
-                   f"{f['clean_eps']:,.0f} fault-free", f"{f['ratio']:.2f}x", ">= 0.60x",
-                   f["ratio"] >= 0.60))
-    out.append(Row(f"dry run of {v['rows']:,} rows, s", f"{v['validate_s']:.2f}",
-                   f"{v['baseline_s']:.2f} polars read", f"{v['time_ratio']:.1f}x", "<= 6x",
-                   v["time_ratio"] <= 6))
-    out.append(Row("dry run, peak RSS MB", f"{v['validate_rss_mb']:.0f}",
-                   f"{v['baseline_rss_mb']:.0f} polars read", f"{v['rss_ratio']:.2f}x",
-                   "<= 1.6x, <= 600 MB", v["rss_ratio"] <= 1.6 and v["validate_rss_mb"] <= 600))
-    out.append(Row(f"peak RSS MB, {m['large_rows']:,} rows", f"{m['large_rss_mb']:.0f}",
-                   f"{m['small_rss_mb']:.0f} at {m['small_rows']:,}", f"{m['rss_ratio']:.2f}x",
-                   "<= 1.25x", m["rss_ratio"] <= 1.25))
-    out.append(Row(f"time per row, {m['large_rows']:,} rows", f"{m['large_us_per_row']:.2f} us",
-                   f"{m['small_us_per_row']:.2f} us", f"{m['time_ratio']:.2f}x",
-                   "within 15%", abs(m["time_ratio"] - 1) <= 0.15))
+    out.append(
+        Row(
+            "429 convergence, last 10 s",
+            f"{cv['tail_eps']:,.0f}/s",
+            "300/s allowed",
+            f"{err:+.1%}",
+            "within 10%",
+            abs(err) <= 0.10,
+        )
+    )
+    out.append(
+        Row(
+            "random 5% 429s, events/s",
+            f"{f['noisy_eps']:,.0f}",
+            f"{f['clean_eps']:,.0f} fault-free",
+            f"{f['ratio']:.2f}x",
+            ">= 0.60x",
+            f["ratio"] >= 0.60,
+        )
+    )
+    out.append(
+        Row(
+            f"dry run of {v['rows']:,} rows, s",
+            f"{v['validate_s']:.2f}",
+            f"{v['baseline_s']:.2f} polars read",
+            f"{v['time_ratio']:.1f}x",
+            "<= 6x",
+            v["time_ratio"] <= 6,
+        )
+    )
+    out.append(
+        Row(
+            "dry run, peak RSS MB",
+            f"{v['validate_rss_mb']:.0f}",
+            f"{v['baseline_rss_mb']:.0f} polars read",
+            f"{v['rss_ratio']:.2f}x",
+            "<= 1.6x, <= 600 MB",
+            v["rss_ratio"] <= 1.6 and v["validate_rss_mb"] <= 600,
+        )
+    )
+    out.append(
+        Row(
+            f"peak RSS MB, {m['large_rows']:,} rows",
+            f"{m['large_rss_mb']:.0f}",
+            f"{m['small_rss_mb']:.0f} at {m['small_rows']:,}",
+            f"{m['rss_ratio']:.2f}x",
+            "<= 1.25x",
+            m["rss_ratio"] <= 1.25,
+        )
+    )
+    out.append(
+        Row(
+            f"time per row, {m['large_rows']:,} rows",
+            f"{m['large_us_per_row']:.2f} us",
+            f"{m['small_us_per_row']:.2f} us",
+            f"{m['time_ratio']:.2f}x",
+            "within 15%",
+            abs(m["time_ratio"] - 1) <= 0.15,
+        )
+    )
     return out
 
 
 def table(lines: list[Row]) -> str:
     head = ("measure", "value", "baseline", "ratio", "target", "result")
-    cells = [head] + [(x.measure, x.value, x.baseline, x.ratio, x.target,
-                       "-" if x.ok is None else "pass" if x.ok else "FAIL") for x in lines]
+    cells = [head] + [
+        (
+            x.measure,
+            x.value,
+            x.baseline,
+            x.ratio,
+            x.target,
+            "-" if x.ok is None else "pass" if x.ok else "FAIL",
+        )
+        for x in lines
+    ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(head))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
-                     for row in cells)
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+    )
 
 
 def charts(r: dict[str, Any], folder: Path) -> list[Path]:
@@ -221,10 +371,17 @@ def charts(r: dict[str, Any], folder: Path) -> list[Path]:
     seconds = list(range(max(per_second) + 1)) if per_second else []
     fig, ax = plt.subplots(figsize=(7, 3.5))
     ax.plot(seconds, [per_second.get(s, 0) for s in seconds], marker=".", label="accepted")
-    ax.axhline(cv["server_limit"], color="grey", linestyle="--",
-               label=f"server allows {cv['server_limit']}/s")
-    ax.set(xlabel="seconds since the first event", ylabel="events/s at the server",
-           title=f"429 convergence: client configured at {cv['client_rate']}/s")
+    ax.axhline(
+        cv["server_limit"],
+        color="grey",
+        linestyle="--",
+        label=f"server allows {cv['server_limit']}/s",
+    )
+    ax.set(
+        xlabel="seconds since the first event",
+        ylabel="events/s at the server",
+        title=f"429 convergence: client configured at {cv['client_rate']}/s",
+    )
     ax.set_ylim(bottom=0)
     ax.legend()
     fig.tight_layout()
@@ -234,13 +391,24 @@ def charts(r: dict[str, Any], folder: Path) -> list[Path]:
 
     m = r["memory"]
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    ax.plot([m["small_rows"], m["large_rows"]], [m["small_rss_mb"], m["large_rss_mb"]],
-            marker="o", label="validate (dry run), peak RSS")
-    ax.axhline(m["small_rss_mb"] * 1.25, color="grey", linestyle="--",
-               label="target: 1.25x the small file's peak")
+    ax.plot(
+        [m["small_rows"], m["large_rows"]],
+        [m["small_rss_mb"], m["large_rss_mb"]],
+        marker="o",
+        label="validate (dry run), peak RSS",
+    )
+    ax.axhline(
+        m["small_rss_mb"] * 1.25,
+        color="grey",
+        linestyle="--",
+        label="target: 1.25x the small file's peak",
+    )
     ax.set_xscale("log")
-    ax.set(xlabel="rows in the file", ylabel="peak RSS (MB)",
-           title="Peak memory of a dry run against file size")
+    ax.set(
+        xlabel="rows in the file",
+        ylabel="peak RSS (MB)",
+        title="Peak memory of a dry run against file size",
+    )
     ax.set_ylim(bottom=0)
     ax.legend()
     fig.tight_layout()
@@ -251,31 +419,46 @@ def charts(r: dict[str, Any], folder: Path) -> list[Path]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes, targets not enforced")
-    ap.add_argument("--out", type=Path, help="results file (charts go beside it, in charts/); "
-                    "default benchmarks/results.json, or a temporary folder with --quick")
+    ap.add_argument(
+        "--out",
+        type=Path,
+        help="results file (charts go beside it, in charts/); "
+        "default benchmarks/results.json, or a temporary folder with --quick",
+    )
     args = ap.parse_args()
     sizes = QUICK if args.quick else FULL
     with tempfile.TemporaryDirectory() as tmp:
         # A quick run never overwrites the committed figures unless asked to.
-        out = args.out or (Path(tempfile.mkdtemp(prefix="flywheel-bench-")) / "results.json"
-                           if args.quick else ROOT / "benchmarks" / "results.json")
+        out = args.out or (
+            Path(tempfile.mkdtemp(prefix="flywheel-bench-")) / "results.json"
+            if args.quick
+            else ROOT / "benchmarks" / "results.json"
+        )
         t0 = time.perf_counter()
         work = Path(tmp) / "work"
         work.mkdir()
         results = measure_all(sizes, work)
         lines = rows(results)
-        data = {"mode": "quick" if args.quick else "full", "machine": machine(),
-                "sizes": sizes.__dict__, "seconds": round(time.perf_counter() - t0, 1),
-                "table": [x.__dict__ for x in lines], "results": results}
+        data = {
+            "mode": "quick" if args.quick else "full",
+            "machine": machine(),
+            "sizes": sizes.__dict__,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "table": [x.__dict__ for x in lines],
+            "results": results,
+        }
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(data, indent=1) + "\n")
         pngs = charts(results, out.parent / "charts")
         mach = data["machine"]
-        print(f"{data['mode']} run, {data['seconds']:.0f} s, {mach['cores']} cores, "
-              f"{mach['memory_gb']} GB, {mach['cpu_model']}, Python {mach['python']}")
+        print(
+            f"{data['mode']} run, {data['seconds']:.0f} s, {mach['cores']} cores, "
+            f"{mach['memory_gb']} GB, {mach['cpu_model']}, Python {mach['python']}"
+        )
         print(table(lines))
         print(f"wrote {out} and {', '.join(str(p) for p in pngs)}")
     missed = [x.measure for x in lines if x.ok is False]

@@ -27,14 +27,15 @@ def import_shard(k: int) -> dict[str, int | bool]:
     # (and a retry resumes from the shard's ledger). The key comes from the worker's
     # environment (api.key_env), never from the DAG.
     report = fi.run_import(
-        CONFIG, INPUTS,
-        shard=(k, N), rate=API_RATE / N,
+        CONFIG,
+        INPUTS,
+        shard=(k, N),
+        rate=API_RATE / N,
         state=f"{SHARED}/state.db",
         rejects=f"{SHARED}/rejects-{k}.csv",
         report=f"{SHARED}/report-{k}.json",
     )
-    return {"accepted": report.accepted, "rejected": report.rejected,
-            "completed": report.completed}
+    return {"accepted": report.accepted, "rejected": report.rejected, "completed": report.completed}
 
 
 @dag(schedule=None, start_date=datetime.datetime(2024, 1, 1), catchup=False)

@@ -19,12 +19,14 @@ REJECTS = "/var/lib/flywheel-import/rejects.csv"
 @asset
 def flywheel_events() -> MaterializeResult:
     report = fi.run_import(CONFIG, INPUTS, state=STATE, rejects=REJECTS)
-    return MaterializeResult(metadata={
-        "rows_read": report.rows_read,
-        "accepted": report.accepted,
-        "rejected": report.rejected,
-        "skipped_watermark": report.skipped_watermark,
-        "completed": report.completed,
-        "rejects_path": report.rejects_path or "",
-        "duration_s": round(report.duration_s, 1),
-    })
+    return MaterializeResult(
+        metadata={
+            "rows_read": report.rows_read,
+            "accepted": report.accepted,
+            "rejected": report.rejected,
+            "skipped_watermark": report.skipped_watermark,
+            "completed": report.completed,
+            "rejects_path": report.rejects_path or "",
+            "duration_s": round(report.duration_s, 1),
+        }
+    )

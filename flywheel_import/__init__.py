@@ -36,9 +36,15 @@ __all__ = [
     "validate",
 ]
 
-_LAZY = {"Config": "config", "load_config": "config", "run_import": "pipeline",
-         "run_import_async": "pipeline", "validate": "pipeline", "Report": "report",
-         "Progress": "logs"}
+_LAZY = {
+    "Config": "config",
+    "load_config": "config",
+    "run_import": "pipeline",
+    "run_import_async": "pipeline",
+    "validate": "pipeline",
+    "Report": "report",
+    "Progress": "logs",
+}
 
 # A library prints nothing unless its caller configures logging (the command does).
 logging.getLogger(__name__).addHandler(logging.NullHandler())

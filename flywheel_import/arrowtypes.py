@@ -141,8 +141,13 @@ def _convert(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
         return _convert(arr.dictionary_decode(), where)
     if pa.types.is_run_end_encoded(t):
         return _convert(pc.run_end_decode(arr), where)
-    if (pa.types.is_null(t) or pa.types.is_boolean(t) or pa.types.is_integer(t)
-            or pa.types.is_float32(t) or pa.types.is_float64(t)):
+    if (
+        pa.types.is_null(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_float32(t)
+        or pa.types.is_float64(t)
+    ):
         return arr, []
     if pa.types.is_float16(t):
         return arr.cast(pa.float32()), []
@@ -164,8 +169,13 @@ def _convert(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
         return _struct(arr, where)
     if pa.types.is_map(t):
         return _map(arr, where)
-    if (pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-            or _is(t, "is_list_view") or _is(t, "is_large_list_view")):
+    if (
+        pa.types.is_list(t)
+        or pa.types.is_large_list(t)
+        or pa.types.is_fixed_size_list(t)
+        or _is(t, "is_list_view")
+        or _is(t, "is_large_list_view")
+    ):
         return _list(arr, where)
     return _fallback(arr, where), []
 
@@ -243,11 +253,12 @@ def _fixed_bytes(arr: pa.Array) -> npt.NDArray[np.uint8]:
     if buf is None:
         return np.zeros(len(arr) * width, dtype=np.uint8)
     data = np.frombuffer(buf, dtype=np.uint8)
-    return data[arr.offset * width:(arr.offset + len(arr)) * width]
+    return data[arr.offset * width : (arr.offset + len(arr)) * width]
 
 
-def _string_array(n: int, offsets: npt.NDArray[np.int64], chars: npt.NDArray[np.uint8],
-                  like: pa.Array) -> pa.Array:
+def _string_array(
+    n: int, offsets: npt.NDArray[np.int64], chars: npt.NDArray[np.uint8], like: pa.Array
+) -> pa.Array:
     out = pa.LargeStringArray.from_buffers(n, pa.py_buffer(offsets), pa.py_buffer(chars))
     return _with_nulls(out, like)
 
@@ -258,7 +269,7 @@ def _uuid_text(arr: pa.Array) -> pa.Array:
     digits = _hex_digits(_fixed_bytes(arr)).reshape(n, 32)
     text = np.full((n, 36), ord("-"), dtype=np.uint8)
     for dst, src, width in ((0, 0, 8), (9, 8, 4), (14, 12, 4), (19, 16, 4), (24, 20, 12)):
-        text[:, dst:dst + width] = digits[:, src:src + width]
+        text[:, dst : dst + width] = digits[:, src : src + width]
     offsets = np.arange(n + 1, dtype=np.int64) * 36
     return _string_array(n, offsets, text.reshape(-1), arr)
 
@@ -274,9 +285,12 @@ def _hex_text(arr: pa.Array) -> pa.Array:
     offs_buf, data_buf = arr.buffers()[1], arr.buffers()[2]
     if n == 0 or offs_buf is None:
         return pa.array([None] * n, pa.large_string())
-    offs = np.frombuffer(offs_buf, dtype=np.int64)[arr.offset:arr.offset + n + 1]
-    data = (np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None
-            else np.zeros(0, dtype=np.uint8))[int(offs[0]):int(offs[-1])]
+    offs = np.frombuffer(offs_buf, dtype=np.int64)[arr.offset : arr.offset + n + 1]
+    data = (
+        np.frombuffer(data_buf, dtype=np.uint8)
+        if data_buf is not None
+        else np.zeros(0, dtype=np.uint8)
+    )[int(offs[0]) : int(offs[-1])]
     return _string_array(n, (offs - offs[0]) * 2, _hex_digits(data), arr)
 
 
@@ -322,8 +336,9 @@ def _time_of_day(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]
 def _seconds(arr: pa.Array) -> pa.Array:
     """A duration -> exact seconds: the stored integer read as a decimal of the unit's scale."""
     n = len(arr)
-    ticks = np.asarray(arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False),
-                       dtype=np.int64)
+    ticks = np.asarray(
+        arr.cast(pa.int64()).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
     words = np.empty((n, 2), dtype=np.int64)  # little-endian 128-bit two's complement
     words[:, 0] = ticks
     words[:, 1] = ticks >> 63
@@ -364,8 +379,9 @@ def _struct(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
 
 
 def _lengths(arr: pa.Array) -> npt.NDArray[np.int64]:
-    return np.asarray(pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False),
-                      dtype=np.int64)
+    return np.asarray(
+        pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64
+    )
 
 
 def _rebuild(arr: pa.Array, lengths: npt.NDArray[np.int64], values: pa.Array) -> pa.Array:
@@ -402,8 +418,9 @@ def _map(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
     if arr.offset:  # a slice: rebuilt lists take offsets or a validity slice, not both
         arr = arr.take(pa.array(np.arange(len(arr), dtype=np.int64)))
     entries = pa.StructArray.from_arrays([arr.keys, arr.items], names=["k", "v"])
-    as_list = pa.ListArray.from_arrays(arr.offsets, entries,
-                                       mask=arr.is_null() if arr.null_count else None)
+    as_list = pa.ListArray.from_arrays(
+        arr.offsets, entries, mask=arr.is_null() if arr.null_count else None
+    )
     lengths = _lengths(as_list)
     flat = as_list.flatten()
     keys, key_problems = _convert(flat.field(0), where.item("{}"))
@@ -411,16 +428,25 @@ def _map(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
     frame = pl.from_arrow(pa.table({"k": keys, "v": values}))
     assert isinstance(frame, pl.DataFrame)
     key_text = pl.col("k") if frame.schema["k"] == pl.String else pl.col("k").cast(pl.String)
-    texts = frame.select(
-        pl.concat_str(json_value(key_text), pl.lit(":"),
-                      json_value(pl.col("v")).fill_null(pl.lit("null"))).alias("e")
-    ).to_series().to_arrow().cast(pa.large_string())
+    texts = (
+        frame.select(
+            pl.concat_str(
+                json_value(key_text), pl.lit(":"), json_value(pl.col("v")).fill_null(pl.lit("null"))
+            ).alias("e")
+        )
+        .to_series()
+        .to_arrow()
+        .cast(pa.large_string())
+    )
+
     def text(value: str) -> pa.Scalar:
         return pa.scalar(value, pa.large_string())
 
     joined = pc.binary_join(_rebuild(as_list, lengths, texts), text(","))
-    return (pc.binary_join_element_wise(text("{"), joined, text("}"), text("")),
-            _to_rows(key_problems + value_problems, lengths))
+    return (
+        pc.binary_join_element_wise(text("{"), joined, text("}"), text("")),
+        _to_rows(key_problems + value_problems, lengths),
+    )
 
 
 def _fallback(arr: pa.Array, where: _Where) -> pa.Array:
@@ -432,8 +458,9 @@ def _fallback(arr: pa.Array, where: _Where) -> pa.Array:
     try:
         values = arr.to_pylist()
     except Exception as e:  # pyarrow raises its own hierarchy and Python's errors
-        raise InputError(f"{where.source}: column {where.label!r} of Arrow type {arr.type} "
-                         f"cannot be read: {e}") from None
+        raise InputError(
+            f"{where.source}: column {where.label!r} of Arrow type {arr.type} cannot be read: {e}"
+        ) from None
     return pa.array([None if v is None else str(v) for v in values], pa.large_string())
 
 

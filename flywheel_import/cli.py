@@ -29,23 +29,44 @@ from .stops import EXIT_CODES, StoppedAtOnce, run_with_signals
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("config", help="the YAML mapping file")
-    p.add_argument("inputs", nargs="*", metavar="INPUT",
-                   help="files, globs or directories (replace source.path)")
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        metavar="INPUT",
+        help="files, globs or directories (replace source.path)",
+    )
     p.add_argument("--rejects", metavar="PATH", help="rejects file (.csv, .parquet, .ndjson)")
     p.add_argument("--report", metavar="PATH", help="write the report as JSON here")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar on stderr (a progress line every --progress-every "
-                        "seconds instead, as when stderr is not a terminal)")
-    p.add_argument("--progress-every", type=_positive, metavar="SECONDS",
-                   default=logs.DEFAULT_PROGRESS_EVERY,
-                   help="seconds between progress lines when there is no bar (default 30)")
-    p.add_argument("--log-format", choices=("text", "json"), default="text",
-                   help="stderr lines as text, or one JSON object per line for log "
-                        "collectors (the summary is then also logged)")
-    p.add_argument("--log-level", choices=("DEBUG", "INFO", "WARNING", "ERROR"),
-                   default="INFO", type=str.upper, help="the least severe lines shown")
-    p.add_argument("--quiet", "-q", action="store_true",
-                   help="warnings and errors only: no progress, no notes")
+    p.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar on stderr (a progress line every --progress-every "
+        "seconds instead, as when stderr is not a terminal)",
+    )
+    p.add_argument(
+        "--progress-every",
+        type=_positive,
+        metavar="SECONDS",
+        default=logs.DEFAULT_PROGRESS_EVERY,
+        help="seconds between progress lines when there is no bar (default 30)",
+    )
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="stderr lines as text, or one JSON object per line for log "
+        "collectors (the summary is then also logged)",
+    )
+    p.add_argument(
+        "--log-level",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        default="INFO",
+        type=str.upper,
+        help="the least severe lines shown",
+    )
+    p.add_argument(
+        "--quiet", "-q", action="store_true", help="warnings and errors only: no progress, no notes"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="flywheel-import",
-        description="Import CSV/TSV/Parquet/NDJSON exports into the Flywheel events API.")
+        description="Import CSV/TSV/Parquet/NDJSON exports into the Flywheel events API.",
+    )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -63,27 +85,55 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="send every valid row to the API")
     _common(r)
     r.add_argument("--dry-run", action="store_true", help="validate only (same as validate)")
-    r.add_argument("--sandbox", action="store_true",
-                   help="start a local sandbox API and import into it (no account needed)")
-    r.add_argument("--api-url", metavar="URL", help="API base URL (overrides api.url and "
-                   "FLYWHEEL_API_URL)")
-    r.add_argument("--rate", type=_non_negative, metavar="N",
-                   help="requests per second (overrides api.rate_limit; 0 = no limit)")
-    r.add_argument("--concurrency", type=_positive_int, metavar="N",
-                   help="requests in flight (overrides api.concurrency)")
-    r.add_argument("--allow-insecure-http", action="store_true",
-                   help="allow plain http to a non-loopback host (sends the key in clear)")
-    r.add_argument("--state", metavar="PATH",
-                   help="the resume ledger (overrides output.state; default "
-                        ".flywheel-import/state.db beside the config)")
-    r.add_argument("--restart", action="store_true",
-                   help="ignore what the ledger says was already settled: send everything")
-    r.add_argument("--shard", metavar="K/N",
-                   help="send only shard K of N (0 <= K < N; rows split by event id), with "
-                        "its own ledger; give it 1/N of the rate")
-    r.add_argument("--processes", type=_positive_int, metavar="N",
-                   help="run N shards as local processes (rate and concurrency split among "
-                        "them) and merge their rejects and reports")
+    r.add_argument(
+        "--sandbox",
+        action="store_true",
+        help="start a local sandbox API and import into it (no account needed)",
+    )
+    r.add_argument(
+        "--api-url", metavar="URL", help="API base URL (overrides api.url and FLYWHEEL_API_URL)"
+    )
+    r.add_argument(
+        "--rate",
+        type=_non_negative,
+        metavar="N",
+        help="requests per second (overrides api.rate_limit; 0 = no limit)",
+    )
+    r.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        metavar="N",
+        help="requests in flight (overrides api.concurrency)",
+    )
+    r.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow plain http to a non-loopback host (sends the key in clear)",
+    )
+    r.add_argument(
+        "--state",
+        metavar="PATH",
+        help="the resume ledger (overrides output.state; default "
+        ".flywheel-import/state.db beside the config)",
+    )
+    r.add_argument(
+        "--restart",
+        action="store_true",
+        help="ignore what the ledger says was already settled: send everything",
+    )
+    r.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="send only shard K of N (0 <= K < N; rows split by event id), with "
+        "its own ledger; give it 1/N of the rate",
+    )
+    r.add_argument(
+        "--processes",
+        type=_positive_int,
+        metavar="N",
+        help="run N shards as local processes (rate and concurrency split among "
+        "them) and merge their rejects and reports",
+    )
 
     s = sub.add_parser("sandbox", help="run a local Flywheel-compatible events API")
     add_sandbox_arguments(s)
@@ -95,18 +145,30 @@ def _add_init_and_schema(sub: Any) -> None:
     from .init import PRESETS
 
     i = sub.add_parser("init", help="write a commented mapping inferred from a sample of a file")
-    i.add_argument("input", metavar="INPUT", help="an export file (or glob, folder, URL: the "
-                   "first file is sampled)")
-    i.add_argument("-o", "--output", default="mapping.yaml", metavar="PATH",
-                   help="where to write the mapping (default mapping.yaml; - for stdout)")
-    i.add_argument("--preset", choices=sorted(PRESETS),
-                   help="start from the known layout of that tool's export")
+    i.add_argument(
+        "input",
+        metavar="INPUT",
+        help="an export file (or glob, folder, URL: the first file is sampled)",
+    )
+    i.add_argument(
+        "-o",
+        "--output",
+        default="mapping.yaml",
+        metavar="PATH",
+        help="where to write the mapping (default mapping.yaml; - for stdout)",
+    )
+    i.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        help="start from the known layout of that tool's export",
+    )
     i.add_argument("--force", action="store_true", help="replace an existing output file")
     sub.add_parser("schema", help="print the mapping file's JSON Schema")
 
 
 def _at_least(kind: Callable[[str], float], minimum: float) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` (int or float) no smaller than ``minimum``."""
+
     def parse(text: str) -> Any:
         try:
             value = kind(text)
@@ -131,8 +193,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse has printed its one-line usage error
         return 0 if e.code == 0 else 2
-    logs.configure(getattr(args, "log_format", "text"),
-                   level=getattr(args, "log_level", "INFO"), quiet=getattr(args, "quiet", False))
+    logs.configure(
+        getattr(args, "log_format", "text"),
+        level=getattr(args, "log_level", "INFO"),
+        quiet=getattr(args, "quiet", False),
+    )
     try:
         return _dispatch(args)
     except FlywheelImportError as e:
@@ -145,18 +210,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         _silence(sys.stderr)
         return 0
     except StoppedAtOnce as e:
-        _note(f"flywheel-import: stopped at once by a second {e.signal_name}; the ledger "
-              f"holds what was settled; to resume: {_command_line()}", logging.WARNING)
+        _note(
+            f"flywheel-import: stopped at once by a second {e.signal_name}; the ledger "
+            f"holds what was settled; to resume: {_command_line()}",
+            logging.WARNING,
+        )
         return e.exit_code
     except KeyboardInterrupt:
-        _note("flywheel-import: interrupted; the rejects and report gathered so far were "
-              "written", logging.WARNING)
+        _note(
+            "flywheel-import: interrupted; the rejects and report gathered so far were written",
+            logging.WARNING,
+        )
         return 130
     except Exception as e:  # a bug: one line unless asked for the traceback
         if os.environ.get("FLYWHEEL_IMPORT_DEBUG"):
             raise
-        _note(f"flywheel-import: internal error ({type(e).__name__}): {e} "
-              "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)", logging.ERROR)
+        _note(
+            f"flywheel-import: internal error ({type(e).__name__}): {e} "
+            "(set FLYWHEEL_IMPORT_DEBUG=1 for the traceback)",
+            logging.ERROR,
+        )
         return 4
 
 
@@ -218,19 +291,29 @@ def _dispatch(args: argparse.Namespace) -> int:
     bar = not args.no_progress and not args.quiet and sys.stderr.isatty()
     # Where nobody watches a bar (a pod, a cron job), a progress line now and then instead.
     lines = None if bar or args.quiet else logs.ProgressLog(args.progress_every)
-    common: dict[str, Any] = {"rejects": args.rejects, "report": args.report,
-                              "progress": bar, "on_progress": lines}
+    common: dict[str, Any] = {
+        "rejects": args.rejects,
+        "report": args.report,
+        "progress": bar,
+        "on_progress": lines,
+    }
     inputs = args.inputs or None
     if args.command == "run" and args.dry_run and (args.shard or args.processes):
-        raise UsageError("a dry run validates every row in one process: drop --shard and "
-                         "--processes (flywheel-import validate)")
+        raise UsageError(
+            "a dry run validates every row in one process: drop --shard and "
+            "--processes (flywheel-import validate)"
+        )
     if args.command == "validate" or args.dry_run:
         report = validate(args.config, inputs, **common)
         _summary(report.summary())
         return report.exit_code
-    options: dict[str, Any] = {**common, "rate": args.rate, "concurrency": args.concurrency,
-                               "allow_insecure_http": args.allow_insecure_http,
-                               "restart": args.restart}
+    options: dict[str, Any] = {
+        **common,
+        "rate": args.rate,
+        "concurrency": args.concurrency,
+        "allow_insecure_http": args.allow_insecure_http,
+        "restart": args.restart,
+    }
     if args.shard is not None or args.processes is not None:
         code = _sharded(args, inputs)
         if code is not None:
@@ -238,8 +321,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         options["shard"] = parse_shard(args.shard) if args.shard is not None else None
     if args.sandbox:
         return _run_in_sandbox(args.config, inputs, options)
-    report = run_with_signals(args.config, inputs, api_url=args.api_url, state=args.state,
-                              **options)
+    report = run_with_signals(
+        args.config, inputs, api_url=args.api_url, state=args.state, **options
+    )
     _summary(report.summary())
     return _exit_code(report)
 
@@ -257,15 +341,21 @@ def _init_or_schema(args: argparse.Namespace) -> int:
         raise UsageError(f"{out}: already exists; --force replaces it")
     drafted = draft_mapping(args.input, preset=args.preset, output=out)
     if drafted.detected is not None:
-        _note(f"flywheel-import: the columns match preset {drafted.detected.name} "
-              f"({drafted.detected.what}); using its layout", logging.INFO)
+        _note(
+            f"flywheel-import: the columns match preset {drafted.detected.name} "
+            f"({drafted.detected.what}); using its layout",
+            logging.INFO,
+        )
     if out is None:
         sys.stdout.write(drafted.text)
         sys.stdout.flush()
         return 0
     _write_new(out, drafted.text, replace=args.force)
-    _note(f"flywheel-import: wrote {out}; check the lines marked CHECK, then: "
-          f"flywheel-import validate {shlex.quote(str(out))}", logging.INFO)
+    _note(
+        f"flywheel-import: wrote {out}; check the lines marked CHECK, then: "
+        f"flywheel-import validate {shlex.quote(str(out))}",
+        logging.INFO,
+    )
     return 0
 
 
@@ -295,13 +385,20 @@ def _sharded(args: argparse.Namespace, inputs: list[str] | None) -> int | None:
 
     if args.shard is not None:
         parse_shard(args.shard)
-    clash = ("--shard" if args.shard is not None and args.processes is not None
-             else "--sandbox" if args.sandbox else None)
+    clash = (
+        "--shard"
+        if args.shard is not None and args.processes is not None
+        else "--sandbox"
+        if args.sandbox
+        else None
+    )
     if clash is not None and args.processes is not None:
         raise UsageError(f"--processes cannot be combined with {clash}")
     if args.sandbox and args.shard is not None:
-        raise UsageError("--shard cannot be combined with --sandbox (a fresh sandbox per "
-                         "shard would hold only that shard's events)")
+        raise UsageError(
+            "--shard cannot be combined with --sandbox (a fresh sandbox per "
+            "shard would hold only that shard's events)"
+        )
     if args.processes is None or args.processes == 1:
         return None
     from .pipeline import as_config, read_key, resolve_url
@@ -311,12 +408,23 @@ def _sharded(args: argparse.Namespace, inputs: list[str] | None) -> int | None:
     read_key(cfg)
     # Each shard's stderr is passed on line by line with its name, so it logs as text;
     # how much it says and how often follows this command.
-    logging_flags = ["--log-level", args.log_level, "--progress-every",
-                     repr(args.progress_every), *(["--quiet"] if args.quiet else [])]
+    logging_flags = [
+        "--log-level",
+        args.log_level,
+        "--progress-every",
+        repr(args.progress_every),
+        *(["--quiet"] if args.quiet else []),
+    ]
     code, report = run_processes(
-        [*child_argv(args, inputs or []), *logging_flags], args.processes, config=args.config,
-        rejects=args.rejects, report=args.report, rate=args.rate,
-        concurrency=args.concurrency, err=sys.stderr)
+        [*child_argv(args, inputs or []), *logging_flags],
+        args.processes,
+        config=args.config,
+        rejects=args.rejects,
+        report=args.report,
+        rate=args.rate,
+        concurrency=args.concurrency,
+        err=sys.stderr,
+    )
     _summary(report.summary())
     if code in EXIT_CODES.values():
         _note(f"to resume: {_command_line()}", logging.WARNING)
@@ -343,12 +451,15 @@ def _run_in_sandbox(config: str, inputs: list[str] | None, options: dict[str, An
     with Sandbox(db=db) as sb:
         _note(f"sandbox: {sb.url} (database {sb.db_path})", logging.INFO)
         # A fresh API each time, so a throwaway ledger: the command behaves the same each run.
-        report: Report = run_with_signals(config, inputs, api_url=sb.url, key=sb.key,
-                                          state=db.parent / "state.db", **options)
+        report: Report = run_with_signals(
+            config, inputs, api_url=sb.url, key=sb.key, state=db.parent / "state.db", **options
+        )
         stats = sb.stats()
-    _summary(f"{report.summary()}\n"
-         f"sandbox received {stats.get('requests', 0):,} requests and stored "
-         f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
-         f"database: {db}\n"
-         f"  see them: flywheel-import sandbox --export events.ndjson --db {db}")
+    _summary(
+        f"{report.summary()}\n"
+        f"sandbox received {stats.get('requests', 0):,} requests and stored "
+        f"{stats.get('stored', 0):,} events ({stats.get('duplicates', 0):,} duplicates); "
+        f"database: {db}\n"
+        f"  see them: flywheel-import sandbox --export events.ndjson --db {db}"
+    )
     return report.exit_code

@@ -32,9 +32,11 @@ _MAGIC = re.compile(r"[*?\[]")
 # within the request timeout (about 70 kB/s).
 _RETRY = {"max_retries": 5}
 _CLIENT = {"connect_timeout": "10s", "timeout": "120s"}
-_ENDPOINT_ENV = {"s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
-                 "gs": ("GOOGLE_BASE_URL",),
-                 "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT")}
+_ENDPOINT_ENV = {
+    "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
+    "gs": ("GOOGLE_BASE_URL",),
+    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
+}
 _INSTALL = "pip install 'flywheel-import[cloud]'"
 
 
@@ -50,8 +52,12 @@ class CloudObject:
     store: Any = field(default=None, compare=False, hash=False, repr=False)
 
     def fingerprint(self) -> dict[str, str | int]:
-        return {"url": self.url, "etag": self.etag or "", "size": self.size,
-                "last_modified": self.last_modified}
+        return {
+            "url": self.url,
+            "etag": self.etag or "",
+            "size": self.size,
+            "last_modified": self.last_modified,
+        }
 
 
 def is_url(text: str) -> bool:
@@ -82,8 +88,7 @@ def has_magic(text: str) -> bool:
 # --- discovery -------------------------------------------------------------------------------
 
 
-def expand_url(pattern: str, *, wanted: Callable[[str], bool] | None = None
-               ) -> list[CloudObject]:
+def expand_url(pattern: str, *, wanted: Callable[[str], bool] | None = None) -> list[CloudObject]:
     """The objects a URL names: one object, every match of a glob, or a folder's files.
 
     Sorted segment by segment as local paths are. ``wanted`` (a name -> bool) picks the files
@@ -108,9 +113,13 @@ def expand_url(pattern: str, *, wanted: Callable[[str], bool] | None = None
     listed = list(_list(store, root, prefix, pattern))
     if not listed and key and not key.endswith("/"):
         raise InputError(f"{pattern}: no such object")
-    found = [o for o in listed
-             if not o.key.endswith("/") and (wanted is None or wanted(o.key))
-             and not any(p.startswith(".") for p in o.key[len(prefix):].split("/"))]
+    found = [
+        o
+        for o in listed
+        if not o.key.endswith("/")
+        and (wanted is None or wanted(o.key))
+        and not any(p.startswith(".") for p in o.key[len(prefix) :].split("/"))
+    ]
     if not found:
         raise InputError(f"{pattern}: folder holds no .csv/.tsv/.parquet/.ndjson files")
     return _sorted(found)
@@ -188,8 +197,11 @@ def _segment_regex(part: str) -> str:
 
 def _meta(root: str, meta: Any, store: Any) -> CloudObject:
     modified = meta.get("last_modified")
-    stamp = (modified.astimezone(UTC).isoformat().replace("+00:00", "Z")
-             if isinstance(modified, datetime) else str(modified or ""))
+    stamp = (
+        modified.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        if isinstance(modified, datetime)
+        else str(modified or "")
+    )
     key = str(meta["path"])
     return CloudObject(f"{root}/{key}", key, int(meta["size"]), meta.get("e_tag"), stamp, store)
 
@@ -227,7 +239,8 @@ def make_store(root: str, *, shown: str | None = None) -> Any:
     client: dict[str, Any] = dict(_CLIENT)
     endpoints = [os.environ.get(name, "") for name in _ENDPOINT_ENV.get(family, ())]
     if any(e.lower().startswith("http://") for e in endpoints) or (
-            family == "az" and _truthy(os.environ.get("AZURE_STORAGE_USE_EMULATOR"))):
+        family == "az" and _truthy(os.environ.get("AZURE_STORAGE_USE_EMULATOR"))
+    ):
         client["allow_http"] = True  # an endpoint the user set (MinIO, an emulator) in clear
     kwargs: dict[str, Any] = {"client_options": client, "retry_config": _RETRY}
     if family == "s3":
@@ -263,9 +276,11 @@ def _aws_chain(shown: str) -> Any:
     try:
         return Boto3CredentialProvider()
     except ValueError:  # the chain found nothing
-        raise InputError(f"{shown}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
-                         "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance "
-                         "role") from None
+        raise InputError(
+            f"{shown}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an instance "
+            "role"
+        ) from None
     except botocore.exceptions.BotoCoreError as e:
         raise InputError(f"{shown}: AWS credentials: {e}") from None
 
@@ -277,27 +292,42 @@ _XML_MESSAGE = re.compile(r"<Message>([^<]+)</Message>")
 _JSON_MESSAGE = re.compile(r'"message"\s*:\s*"([^"]+)"')
 _STATUS = re.compile(r"status code: (\d{3})")
 # A failure while asking an instance-metadata service for a token: no credentials were set.
-_METADATA_SERVICE = ("latest/api/token", "security-credentials", "169.254.169.254",
-                     "metadata.google.internal", "/metadata/identity/", "IMDS")
-_REFUSED_KEY = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken",
-                "InvalidToken", "AuthenticationFailed", "InvalidAuthenticationInfo")
+_METADATA_SERVICE = (
+    "latest/api/token",
+    "security-credentials",
+    "169.254.169.254",
+    "metadata.google.internal",
+    "/metadata/identity/",
+    "IMDS",
+)
+_REFUSED_KEY = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "AuthenticationFailed",
+    "InvalidAuthenticationInfo",
+)
 
 
 def describe(error: BaseException, url: str) -> InputError:
     """An object-store failure as one line naming the URL and what to check."""
     text = str(error)
     code = m.group(1) if (m := _XML_CODE.search(text)) else ""
-    detail = (m.group(1) if (m := _XML_MESSAGE.search(text) or _JSON_MESSAGE.search(text))
-              else "")
+    detail = m.group(1) if (m := _XML_MESSAGE.search(text) or _JSON_MESSAGE.search(text)) else ""
     status = int(m.group(1)) if (m := _STATUS.search(text)) else 0
     kind = type(error).__name__
     said = f" ({code}: {detail})" if code and detail else f" ({detail})" if detail else ""
     if any(hint in text for hint in _METADATA_SERVICE):
-        return InputError(f"{url}: no credentials found (none in the environment or config "
-                          "files, and no instance role or managed identity answered)")
+        return InputError(
+            f"{url}: no credentials found (none in the environment or config "
+            "files, and no instance role or managed identity answered)"
+        )
     if "Account must be specified" in text:
-        return InputError(f"{url}: no storage account; set AZURE_STORAGE_ACCOUNT_NAME or write "
-                          "abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH")
+        return InputError(
+            f"{url}: no storage account; set AZURE_STORAGE_ACCOUNT_NAME or write "
+            "abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH"
+        )
     if code in ("NoSuchBucket", "ContainerNotFound") or "bucket does not exist" in text:
         return InputError(f"{url}: bucket or container not found{said}")
     if kind == "PreconditionError" or status == 412:
@@ -331,8 +361,10 @@ def _get(obj: CloudObject, start: int, end: int) -> memoryview:
     except Exception as e:
         raise describe(e, obj.url) from None
     if len(data) != end - start:
-        raise InputError(f"{obj.url}: the object changed while it was being read "
-                         f"(bytes {start}-{end} came back as {len(data)}); run again")
+        raise InputError(
+            f"{obj.url}: the object changed while it was being read "
+            f"(bytes {start}-{end} came back as {len(data)}); run again"
+        )
     return data
 
 
@@ -409,13 +441,16 @@ class _Random(io.RawIOBase):
         if end <= self._pos:
             return 0
         data = _get(self._obj, self._pos, end)
-        b[:len(data)] = data
+        b[: len(data)] = data
         self._pos = end
         return len(data)
 
     def readall(self) -> bytes:
-        out = bytes(_get(self._obj, self._pos, self._obj.size)) if (
-            self._pos < self._obj.size) else b""
+        out = (
+            bytes(_get(self._obj, self._pos, self._obj.size))
+            if (self._pos < self._obj.size)
+            else b""
+        )
         self._pos = max(self._pos, self._obj.size)
         return out
 
@@ -428,4 +463,3 @@ def open_sequential(obj: CloudObject, chunk: int | None = None) -> BinaryIO:
 def open_random(obj: CloudObject) -> BinaryIO:
     """The object as a seekable file of ranged reads (for Parquet, which reads its footer)."""
     return _Random(obj)  # type: ignore[return-value]
-

@@ -129,8 +129,10 @@ class _EventNaming(_Strict):
             sent = normalize_name(target, self.normalize)
             if not is_valid_name(sent):
                 after = f" (after normalize: {sent!r})" if sent != target else ""
-                raise ValueError(f"names: {source!r} -> {target!r}{after} is not a valid event "
-                                 "name (^[a-zA-Z0-9_-]+$)")
+                raise ValueError(
+                    f"names: {source!r} -> {target!r}{after} is not a valid event "
+                    "name (^[a-zA-Z0-9_-]+$)"
+                )
         return self
 
     @property
@@ -292,9 +294,18 @@ def parse_config(text: str, *, origin: str = "<config>", base_dir: Path = Path("
         raise ConfigError(f"{where}: {key}: {_explain(err, loc)}") from None
 
 
-_PRIORITY = {"extra_forbidden": 5, "value_error": 4, "assertion_error": 4, "literal_error": 3,
-             "missing": 2, "greater_than_equal": 4, "less_than_equal": 4, "greater_than": 4,
-             "string_too_short": 4, "string_too_long": 4}
+_PRIORITY = {
+    "extra_forbidden": 5,
+    "value_error": 4,
+    "assertion_error": 4,
+    "literal_error": 3,
+    "missing": 2,
+    "greater_than_equal": 4,
+    "less_than_equal": 4,
+    "greater_than": 4,
+    "string_too_short": 4,
+    "string_too_long": 4,
+}
 
 
 def _most_specific(errors: list[Any]) -> Any:
@@ -303,19 +314,24 @@ def _most_specific(errors: list[Any]) -> Any:
     A dict given where ``str | ColumnRef | Constant`` is allowed fails the ``str`` branch too;
     the useful message is the one from inside the branch that matched the input's shape.
     """
+
     def branch(err: Any) -> tuple[str, ...]:
         # A model with an "after" validator is labelled "function-after[check(), Model]".
-        return tuple(p.rsplit(", ", 1)[-1].rstrip("]") if p.startswith("function-") else p
-                     for p in err["loc"] if isinstance(p, str)
-                     and (p[:1].isupper() or p.startswith("function-")))
+        return tuple(
+            p.rsplit(", ", 1)[-1].rstrip("]") if p.startswith("function-") else p
+            for p in err["loc"]
+            if isinstance(p, str) and (p[:1].isupper() or p.startswith("function-"))
+        )
 
     misfits = {branch(e) for e in errors if e["type"] == "extra_forbidden" and branch(e)}
     fitting = [e for e in errors if branch(e) and branch(e) not in misfits]
     if not fitting and misfits:
         # No shape fits: the one needing the fewest changes says the most.
         sizes = {b: sum(branch(e) == b for e in errors) for b in misfits}
-        closest = min(misfits, key=lambda b: (sizes[b], min(
-            i for i, e in enumerate(errors) if branch(e) == b)))
+        closest = min(
+            misfits,
+            key=lambda b: (sizes[b], min(i for i, e in enumerate(errors) if branch(e) == b)),
+        )
         fitting = [e for e in errors if branch(e) == closest]
     pool = fitting or errors
     return max(pool, key=lambda e: (_PRIORITY.get(e["type"], 1), -pool.index(e)))
@@ -326,7 +342,8 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
     out: list[str | int] = []
     for part in loc:
         if isinstance(part, str) and (
-            part[:1].isupper() or part in {"str", "int", "float", "bool", "list[str]"}
+            part[:1].isupper()
+            or part in {"str", "int", "float", "bool", "list[str]"}
             or part.startswith(("literal[", "function-", "list["))
         ):
             continue
@@ -337,8 +354,12 @@ def _clean_loc(loc: tuple[Any, ...]) -> list[str | int]:
 def _explain(err: Any, loc: list[str | int]) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
-    if kind == "extra_forbidden" and loc[:2] == ["mapping", "event"] and len(loc) == 3 and (
-            loc[2] in ("names", "normalize")):
+    if (
+        kind == "extra_forbidden"
+        and loc[:2] == ["mapping", "event"]
+        and len(loc) == 3
+        and (loc[2] in ("names", "normalize"))
+    ):
         return "goes with column: or template:, not with value:"
     if kind == "extra_forbidden":
         name = str(loc[-1]) if loc else "?"
@@ -359,18 +380,33 @@ def _explain(err: Any, loc: list[str | int]) -> str:
     if kind in {"model_type", "model_attributes_type"}:
         got = err.get("input")
         return f"must be a column name or a mapping such as {{column: ...}} (got {got!r})"
-    if kind in {"string_type", "int_type", "float_type", "bool_type", "dict_type", "list_type",
-                "model_type", "int_parsing", "float_parsing", "bool_parsing",
-                "model_attributes_type"}:
+    if kind in {
+        "string_type",
+        "int_type",
+        "float_type",
+        "bool_type",
+        "dict_type",
+        "list_type",
+        "model_type",
+        "int_parsing",
+        "float_parsing",
+        "bool_parsing",
+        "model_attributes_type",
+    }:
         return f"{err['msg'].lower()} (got {err.get('input')!r})"
     msg = str(err["msg"])
     return msg[:1].lower() + msg[1:]
 
 
 _MODELS: dict[str, type[BaseModel]] = {
-    "": Config, "source": SourceConfig, "source.csv": CsvOptions, "api": ApiConfig,
-    "mapping": Mapping, "mapping.properties": PropertiesMapping,
-    "mapping.timestamp": TimestampMapping, "mapping.watermark": WatermarkMapping,
+    "": Config,
+    "source": SourceConfig,
+    "source.csv": CsvOptions,
+    "api": ApiConfig,
+    "mapping": Mapping,
+    "mapping.properties": PropertiesMapping,
+    "mapping.timestamp": TimestampMapping,
+    "mapping.watermark": WatermarkMapping,
     "validation": ValidationOptions,
     "output": OutputConfig,
 }

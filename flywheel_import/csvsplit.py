@@ -45,9 +45,16 @@ class RecordSplitter:
     lines, so they match what a person counts in a spreadsheet view of the file.
     """
 
-    def __init__(self, *, delimiter: str = ",", quote: str | None = '"', header: bool = True,
-                 ncols: int | None = None, validate_utf8: bool = True,
-                 max_record_bytes: int = MAX_RECORD_BYTES) -> None:
+    def __init__(
+        self,
+        *,
+        delimiter: str = ",",
+        quote: str | None = '"',
+        header: bool = True,
+        ncols: int | None = None,
+        validate_utf8: bool = True,
+        max_record_bytes: int = MAX_RECORD_BYTES,
+    ) -> None:
         self._delim = ord(delimiter)
         self._quote = ord(quote) if quote else None
         self._want_header = header
@@ -83,9 +90,12 @@ class RecordSplitter:
                 break
             # An unterminated quote: its first line is bad, parsing restarts on the next line.
             nl = rest.find(b"\n")
-            line, buf = (rest, b"") if nl < 0 else (rest[: nl + 1], rest[nl + 1:])
-            bad.append(BadRecord(self._take_row(), _text(line.rstrip(b"\r\n")),
-                                 "unterminated quoted field"))
+            line, buf = (rest, b"") if nl < 0 else (rest[: nl + 1], rest[nl + 1 :])
+            bad.append(
+                BadRecord(
+                    self._take_row(), _text(line.rstrip(b"\r\n")), "unterminated quoted field"
+                )
+            )
             if not buf:
                 break
         out_rows = np.concatenate(rows) if rows else np.empty(0, dtype=np.int64)
@@ -96,8 +106,9 @@ class RecordSplitter:
         self._next_row += 1
         return n
 
-    def _split(self, buf: bytes, final: bool
-               ) -> tuple[bytes, npt.NDArray[np.int64], list[BadRecord], bytes, bool]:
+    def _split(
+        self, buf: bytes, final: bool
+    ) -> tuple[bytes, npt.NDArray[np.int64], list[BadRecord], bytes, bool]:
         """Return (clean bytes, their row numbers, bad records, leftover, needs-resync)."""
         empty = np.empty(0, dtype=np.int64)
         if not buf:
@@ -111,8 +122,10 @@ class RecordSplitter:
         tail_start = int(ends[-1]) + 1 if len(ends) else 0
         tail = buf[tail_start:]
         if tail and final:
-            tail_odd = quotes is not None and (
-                (len(quotes) - np.searchsorted(quotes, tail_start)) & 1) == 1
+            tail_odd = (
+                quotes is not None
+                and ((len(quotes) - np.searchsorted(quotes, tail_start)) & 1) == 1
+            )
             if tail_odd and tail_start == 0:
                 return b"", empty, [], buf, True
             if not tail_odd:
@@ -136,8 +149,7 @@ class RecordSplitter:
             first = int(np.flatnonzero(~blank)[0]) if (~blank).any() else None
             if first is None:
                 return b"", empty, [], tail, bool(tail) and final
-            self.header = _split_fields(buf[starts[first]:stop[first]], self._delim,
-                                        self._quote)
+            self.header = _split_fields(buf[starts[first] : stop[first]], self._delim, self._quote)
             self.ncols = len(self.header)
             blank = blank.copy()
             blank[: first + 1] = True  # header and any blank lines before it are not data
@@ -156,19 +168,25 @@ class RecordSplitter:
         numbers[~blank] = np.arange(self._next_row, self._next_row + n_data, dtype=np.int64)
         self._next_row += n_data
 
-        bad = [BadRecord(int(numbers[i]), _text(buf[starts[i]:stop[i]]),
-                         f"expected {self.ncols} fields, found {int(nfields[i])}")
-               for i in np.flatnonzero(wrong)]
+        bad = [
+            BadRecord(
+                int(numbers[i]),
+                _text(buf[starts[i] : stop[i]]),
+                f"expected {self.ncols} fields, found {int(nfields[i])}",
+            )
+            for i in np.flatnonzero(wrong)
+        ]
         end_of_records = int(ends[-1]) + 1 if int(ends[-1]) < len(buf) else len(buf)
         dropped = np.flatnonzero(~keep)
         if not len(dropped):
             data = buf[:end_of_records]
         elif int(dropped[-1]) == len(dropped) - 1:  # only a prefix (the header) is dropped
-            data = buf[int(starts[len(dropped)]) if len(dropped) < len(ends) else len(buf):
-                       end_of_records]
+            data = buf[
+                int(starts[len(dropped)]) if len(dropped) < len(ends) else len(buf) : end_of_records
+            ]
         else:
             idx = np.flatnonzero(keep)
-            data = b"".join(buf[starts[i]:ends[i]] + b"\n" for i in idx) if len(idx) else b""
+            data = b"".join(buf[starts[i] : ends[i]] + b"\n" for i in idx) if len(idx) else b""
         kept_numbers = numbers[keep]
         if data and not data.endswith(b"\n"):
             data += b"\n"
@@ -178,8 +196,9 @@ class RecordSplitter:
         return data, kept_numbers, bad, tail, final and bool(tail)
 
 
-def _drop_invalid_utf8(data: bytes, rows: npt.NDArray[np.int64], quote: int | None
-                       ) -> tuple[bytes, npt.NDArray[np.int64], list[BadRecord]]:
+def _drop_invalid_utf8(
+    data: bytes, rows: npt.NDArray[np.int64], quote: int | None
+) -> tuple[bytes, npt.NDArray[np.int64], list[BadRecord]]:
     try:
         data.decode("utf-8")
         return data, rows, []
@@ -196,15 +215,20 @@ def _drop_invalid_utf8(data: bytes, rows: npt.NDArray[np.int64], quote: int | No
     bad: list[BadRecord] = []
     start = 0
     for i, end in enumerate(nl.tolist()):
-        rec = data[start:end + 1]
+        rec = data[start : end + 1]
         start = end + 1
         try:
             rec.decode("utf-8")
             good.append(rec)
             good_rows.append(int(rows[i]))
         except UnicodeDecodeError as e:
-            bad.append(BadRecord(int(rows[i]), _text(rec.rstrip(b"\r\n")),
-                                 f"invalid UTF-8 at byte {e.start} (set source.csv.encoding?)"))
+            bad.append(
+                BadRecord(
+                    int(rows[i]),
+                    _text(rec.rstrip(b"\r\n")),
+                    f"invalid UTF-8 at byte {e.start} (set source.csv.encoding?)",
+                )
+            )
     return b"".join(good), np.asarray(good_rows, dtype=np.int64), bad
 
 

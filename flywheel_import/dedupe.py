@@ -74,9 +74,14 @@ class SeenIds:
     the run will read) sizes the filter; ``filter_bytes`` sets it outright.
     """
 
-    def __init__(self, spill_dir: Path | None = None, *,
-                 memory_bytes: int = DEFAULT_MEMORY_BYTES, expected: int = 0,
-                 filter_bytes: int | None = None) -> None:
+    def __init__(
+        self,
+        spill_dir: Path | None = None,
+        *,
+        memory_bytes: int = DEFAULT_MEMORY_BYTES,
+        expected: int = 0,
+        filter_bytes: int | None = None,
+    ) -> None:
         self._limit = max(1, memory_bytes // 8)
         self._runs: list[npt.NDArray[np.uint64]] = []
         self._held = 0  # fingerprints in self._runs
@@ -138,8 +143,12 @@ class SeenIds:
     def __enter__(self) -> SeenIds:
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
     def check_and_add(self, fps: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
@@ -157,9 +166,11 @@ class SeenIds:
                 raise ValueError("the duplicate check is closed")
             seen = keys.repeats.copy()
             word = ranked >> self._shift
-            mask = (np.left_shift(_ONE, ranked & _LOW6)
-                    | np.left_shift(_ONE, (ranked >> _SIX) & _LOW6)
-                    | np.left_shift(_ONE, (ranked >> _TWELVE) & _LOW6))
+            mask = (
+                np.left_shift(_ONE, ranked & _LOW6)
+                | np.left_shift(_ONE, (ranked >> _SIX) & _LOW6)
+                | np.left_shift(_ONE, (ranked >> _TWELVE) & _LOW6)
+            )
             maybe = np.flatnonzero((self._filter[word] & mask) == mask)
             if len(maybe):
                 seen[maybe] |= self._search(ranked[maybe])
@@ -226,7 +237,7 @@ class SeenIds:
         while _merge_due(disk):
             group = disk[-_FANOUT:]
             self._write([r.chunks(size) for r in group])
-            del disk[-_FANOUT - 1:-1]
+            del disk[-_FANOUT - 1 : -1]
             for r in group:
                 r.close()
 
@@ -249,7 +260,7 @@ def _merge(runs: list[npt.NDArray[np.uint64]], chunk: int) -> npt.NDArray[np.uin
     out = _alloc(sum(len(r) for r in runs))
     at = 0
     for part in merge_chunks([array_chunks(r, chunk) for r in runs], chunk):
-        out[at:at + len(part)] = part
+        out[at : at + len(part)] = part
         at += len(part)
     return out
 

@@ -72,10 +72,10 @@ class Straggler:
     def rejected(self, code: str, message: str) -> pl.DataFrame:
         """The row in the rejects-file layout (built off the event loop)."""
         raw = pl.DataFrame([self.values], schema=self.schema, orient="row")
-        errors = pl.DataFrame({ROW: [self.row], "_error_code": [code],
-                               "_error_message": [message]},
-                              schema={ROW: pl.Int64, "_error_code": pl.String,
-                                      "_error_message": pl.String})
+        errors = pl.DataFrame(
+            {ROW: [self.row], "_error_code": [code], "_error_message": [message]},
+            schema={ROW: pl.Int64, "_error_code": pl.String, "_error_message": pl.String},
+        )
         return reject_rows(raw, errors, self.source)
 
 
@@ -116,18 +116,27 @@ class Settling:
     def straggler(self, i: int, attempts: int) -> Straggler:
         """Row ``i`` as a straggler (a few microseconds: one row's values are copied)."""
         prep = self.prep
-        return Straggler(prep.source, int(prep.send.get_column(ROW)[i]), self.bodies[i],
-                         prep.raw.row(i), prep.raw.schema, attempts)
+        return Straggler(
+            prep.source,
+            int(prep.send.get_column(ROW)[i]),
+            self.bodies[i],
+            prep.raw.row(i),
+            prep.raw.schema,
+            attempts,
+        )
 
     def api_rejects(self) -> pl.DataFrame:
         """The rows the API refused, with their original columns (for the rejects file)."""
         order = sorted(range(len(self.rejected_at)), key=self.rejected_at.__getitem__)
         idx = pl.Series([self.rejected_at[k] for k in order], dtype=pl.UInt32)
-        errors = pl.DataFrame({
-            ROW: self.prep.send.get_column(ROW).gather(idx),
-            "_error_code": [self.codes[k] for k in order],
-            "_error_message": [self.messages[k] for k in order],
-        }, schema={ROW: pl.Int64, "_error_code": pl.String, "_error_message": pl.String})
+        errors = pl.DataFrame(
+            {
+                ROW: self.prep.send.get_column(ROW).gather(idx),
+                "_error_code": [self.codes[k] for k in order],
+                "_error_message": [self.messages[k] for k in order],
+            },
+            schema={ROW: pl.Int64, "_error_code": pl.String, "_error_message": pl.String},
+        )
         return reject_rows(self.prep.raw[idx], errors, self.prep.source)
 
 
@@ -173,17 +182,22 @@ class Feed:
         return None
 
 
-async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurrency: int,
-                   ahead: int,
-                   on_read: Callable[[Prepared], None],
-                   on_settled: Callable[[Settling], None],
-                   on_outcome: Callable[[Outcomeish], None] | None = None,
-                   on_straggler_rejected: Callable[[Straggler, str, str], None] | None = None,
-                   on_straggler_accepted: Callable[[Straggler], None] | None = None,
-                   on_unsettled: Callable[[Settling], None] | None = None,
-                   sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
-                   max_waiting: int | None = None,
-                   stop: anyio.Event | None = None) -> None:
+async def dispatch(
+    batches: Iterator[Prepared],
+    attempt: AttemptFn,
+    *,
+    concurrency: int,
+    ahead: int,
+    on_read: Callable[[Prepared], None],
+    on_settled: Callable[[Settling], None],
+    on_outcome: Callable[[Outcomeish], None] | None = None,
+    on_straggler_rejected: Callable[[Straggler, str, str], None] | None = None,
+    on_straggler_accepted: Callable[[Straggler], None] | None = None,
+    on_unsettled: Callable[[Settling], None] | None = None,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+    max_waiting: int | None = None,
+    stop: anyio.Event | None = None,
+) -> None:
     """Send every valid row of ``batches``; call back as batches are read and settled.
 
     ``on_read`` runs in the reading thread (before the batch is handed over, so it may block
@@ -332,8 +346,11 @@ async def dispatch(batches: Iterator[Prepared], attempt: AttemptFn, *, concurren
                 final(step)
             if batch.pending == 0:
                 settle(batch)
-            elif (batch.next_index == len(batch.bodies) and batch.inflight
-                  and batch.pending == len(batch.inflight)):
+            elif (
+                batch.next_index == len(batch.bodies)
+                and batch.inflight
+                and batch.pending == len(batch.inflight)
+            ):
                 hand_over_inflight(batch)
 
     async def read_all() -> None:

@@ -42,12 +42,24 @@ def key_text(key: str) -> str:
 class Encoder:
     """Builds the core and body expressions for a batch (decisions depend on its content)."""
 
-    def __init__(self, frame: pl.DataFrame, *, timestamp: bool, identify: bool | None,
-                 properties: Sequence[Member]) -> None:
-        quoted = ["event", "user_id", "anonymous_id", "event_id",
-                  *(m.column for m in properties if m.quoted)]
-        checks = frame.select(pl.col(c).str.contains_any(NEEDS_ESCAPE).any().alias(c)
-                              for c in quoted)
+    def __init__(
+        self,
+        frame: pl.DataFrame,
+        *,
+        timestamp: bool,
+        identify: bool | None,
+        properties: Sequence[Member],
+    ) -> None:
+        quoted = [
+            "event",
+            "user_id",
+            "anonymous_id",
+            "event_id",
+            *(m.column for m in properties if m.quoted),
+        ]
+        checks = frame.select(
+            pl.col(c).str.contains_any(NEEDS_ESCAPE).any().alias(c) for c in quoted
+        )
         self._escape = {c: bool(v) for c, v in checks.row(0, named=True).items()}
         self._escape["timestamp"] = False  # RFC 3339 text never needs escaping
         nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
@@ -55,7 +67,8 @@ class Encoder:
         self._all_null = {c: n == frame.height for c, n in nulls.items()}
         self._timestamp = timestamp
         self._timestamp_is_datetime = timestamp and isinstance(
-            frame.schema.get("timestamp"), pl.Datetime)
+            frame.schema.get("timestamp"), pl.Datetime
+        )
         self._identify = identify
         self._properties = properties
 
@@ -76,15 +89,22 @@ class Encoder:
 
     def core_members(self) -> list[pl.Expr]:
         """Everything inside the event object after ``{`` (ends with the closing ``}``)."""
-        parts = [pl.lit('"event":'), *self.value("event", True),
-                 *self.member(',"user_id":', "user_id", True),
-                 *self.member(',"anonymous_id":', "anonymous_id", True)]
+        parts = [
+            pl.lit('"event":'),
+            *self.value("event", True),
+            *self.member(',"user_id":', "user_id", True),
+            *self.member(',"anonymous_id":', "anonymous_id", True),
+        ]
         if self._timestamp:
             parts += self.member(',"timestamp":', "timestamp", True)
         if self._identify is None:  # from a column
-            parts.append(pl.when(pl.col("identify").is_not_null()).then(
-                pl.when(pl.col("identify")).then(pl.lit(',"identify":true'))
-                .otherwise(pl.lit(',"identify":false'))))
+            parts.append(
+                pl.when(pl.col("identify").is_not_null()).then(
+                    pl.when(pl.col("identify"))
+                    .then(pl.lit(',"identify":true'))
+                    .otherwise(pl.lit(',"identify":false'))
+                )
+            )
         elif self._identify:
             parts.append(pl.lit(',"identify":true'))
         parts.append(pl.lit(',"properties":{'))
@@ -98,8 +118,10 @@ class Encoder:
             return []
         if not self._nulls.get(props[0].column, True):
             # The first member is always there: it needs no comma, the others lead with one.
-            out = [pl.lit(key_text(props[0].key) + ":"),
-                   *self.value(props[0].column, props[0].quoted)]
+            out = [
+                pl.lit(key_text(props[0].key) + ":"),
+                *self.value(props[0].column, props[0].quoted),
+            ]
             for m in props[1:]:
                 out += self.member("," + key_text(m.key) + ":", m.column, m.quoted)
             return out
@@ -129,21 +151,27 @@ class Encoder:
 
     def core_length(self) -> pl.Expr:
         """``core().str.len_bytes()`` computed from the value lengths alone (tested equal)."""
-        total = (len('{"event":') + self._value_length("event", True).fill_null(0)
-                 + self._member_length(',"user_id":', "user_id", True)
-                 + self._member_length(',"anonymous_id":', "anonymous_id", True)
-                 + len(',"properties":{') + len("}}"))
+        total = (
+            len('{"event":')
+            + self._value_length("event", True).fill_null(0)
+            + self._member_length(',"user_id":', "user_id", True)
+            + self._member_length(',"anonymous_id":', "anonymous_id", True)
+            + len(',"properties":{')
+            + len("}}")
+        )
         if self._timestamp:
             total = total + self._member_length(',"timestamp":', "timestamp", True)
         if self._identify is None:
             total = total + pl.when(pl.col("identify").is_null()).then(0).when(
-                pl.col("identify")).then(len(',"identify":true')).otherwise(
-                len(',"identify":false'))
+                pl.col("identify")
+            ).then(len(',"identify":true')).otherwise(len(',"identify":false'))
         elif self._identify:
             total = total + len(',"identify":true')
         if self._properties:
-            members = [self._member_length("," + key_text(m.key) + ":", m.column, m.quoted)
-                       for m in self._properties]
+            members = [
+                self._member_length("," + key_text(m.key) + ":", m.column, m.quoted)
+                for m in self._properties
+            ]
             props = pl.sum_horizontal(members)
             total = total + pl.when(props > 0).then(props - 1).otherwise(0)
         return total.cast(pl.Int64)
@@ -172,8 +200,11 @@ class Encoder:
                 continue
             else:
                 step = _mix(h, pl.col(column).hash(seed=seed))
-                link = (pl.when(pl.col(column).is_null()).then(h).otherwise(step)
-                        if self._nulls.get(column, True) else step)
+                link = (
+                    pl.when(pl.col(column).is_null()).then(h).otherwise(step)
+                    if self._nulls.get(column, True)
+                    else step
+                )
             out = out.with_columns(link.alias(_CHAIN))
         return out.get_column(_CHAIN)
 
@@ -182,7 +213,8 @@ class Encoder:
         out: list[tuple[int, str | None]] = [
             (_seed("event", "event", True), "event"),
             (_seed("event", "user_id", True), "user_id"),
-            (_seed("event", "anonymous_id", True), "anonymous_id")]
+            (_seed("event", "anonymous_id", True), "anonymous_id"),
+        ]
         if self._timestamp:
             out.append((_seed("event", "timestamp", True), "timestamp"))
         if self._identify is None:
@@ -195,15 +227,28 @@ class Encoder:
 
     def body(self, event_id_column: str = "event_id") -> pl.Expr:
         """``{"event":{"event_id":...,<core members>}}``."""
-        return pl.concat_str([pl.lit('{"event":{"event_id":'),
-                              *self.value(event_id_column, True), pl.lit(","),
-                              *self.core_members(), pl.lit("}")], ignore_nulls=True)
+        return pl.concat_str(
+            [
+                pl.lit('{"event":{"event_id":'),
+                *self.value(event_id_column, True),
+                pl.lit(","),
+                *self.core_members(),
+                pl.lit("}"),
+            ],
+            ignore_nulls=True,
+        )
 
     def body_from_core(self, event_id_column: str = "event_id") -> pl.Expr:
         """The body from an already built ``core`` column (saves rebuilding the members)."""
-        return pl.concat_str([pl.lit('{"event":{"event_id":'),
-                              *self.value(event_id_column, True), pl.lit(","),
-                              pl.col("core").str.slice(1), pl.lit("}")])
+        return pl.concat_str(
+            [
+                pl.lit('{"event":{"event_id":'),
+                *self.value(event_id_column, True),
+                pl.lit(","),
+                pl.col("core").str.slice(1),
+                pl.lit("}"),
+            ]
+        )
 
 
 def rfc3339_length(instant: pl.Expr) -> pl.Expr:
@@ -211,8 +256,7 @@ def rfc3339_length(instant: pl.Expr) -> pl.Expr:
     ``.fff`` or ``.ffffff`` when there is a fraction (``%.f`` prints 0, 3 or 6 digits at
     microsecond precision)."""
     us = instant.dt.microsecond()
-    return (pl.when(us == 0).then(20).when(us % 1000 == 0).then(24).otherwise(27)
-            .cast(pl.Int64))
+    return pl.when(us == 0).then(20).when(us % 1000 == 0).then(24).otherwise(27).cast(pl.Int64)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -45,15 +45,14 @@ def fwh128(texts: pl.Series) -> tuple[U64, U64]:
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     arr = arr.cast(pa.large_string())
-    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset: arr.offset + n + 1]
+    offsets = np.frombuffer(arr.buffers()[1], dtype=np.int64)[arr.offset : arr.offset + n + 1]
     data = arr.buffers()[2]
     raw = np.frombuffer(data, dtype=np.uint8) if data is not None else np.empty(0, np.uint8)
     # 8 spare zero bytes so that every 8-byte read from an in-string offset stays in bounds.
     padded = np.zeros(len(raw) + 8, dtype=np.uint8)
     padded[: len(raw)] = raw
     # A little-endian uint64 view starting at *every* byte: word j of a row is one lookup.
-    at = np.ndarray(shape=(max(len(padded) - 7, 0),), dtype="<u8", buffer=padded.data,
-                    strides=(1,))
+    at = np.ndarray(shape=(max(len(padded) - 7, 0),), dtype="<u8", buffer=padded.data, strides=(1,))
     starts = offsets[:-1]
     lens = (offsets[1:] - starts).astype(np.int64)
     nwords = (lens + 7) // 8
@@ -69,8 +68,9 @@ def fwh128(texts: pl.Series) -> tuple[U64, U64]:
             partial = rem < 8
             if partial.any():
                 shift = (8 * np.clip(rem, 0, 8)).astype(np.uint64)
-                mask = np.where(partial, (np.uint64(1) << (shift & np.uint64(63)))
-                                - np.uint64(1), ~np.uint64(0))
+                mask = np.where(
+                    partial, (np.uint64(1) << (shift & np.uint64(63))) - np.uint64(1), ~np.uint64(0)
+                )
                 w = w & mask
             for h, c1, c2, r in ((h1, _C1, _C2, _R1), (h2, _C3, _C4, _R2)):
                 hc = h[:c]

@@ -24,11 +24,20 @@ Format = Literal["csv", "tsv", "parquet", "ndjson"]
 Compression = Literal["none", "gzip", "zstd"]
 
 _FORMATS: dict[str, Format] = {
-    ".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".parquet": "parquet", ".pq": "parquet",
-    ".ndjson": "ndjson", ".jsonl": "ndjson",
+    ".csv": "csv",
+    ".tsv": "tsv",
+    ".tab": "tsv",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".ndjson": "ndjson",
+    ".jsonl": "ndjson",
 }
-_COMPRESSIONS: dict[str, Compression] = {".gz": "gzip", ".gzip": "gzip", ".zst": "zstd",
-                                         ".zstd": "zstd"}
+_COMPRESSIONS: dict[str, Compression] = {
+    ".gz": "gzip",
+    ".gzip": "gzip",
+    ".zst": "zstd",
+    ".zstd": "zstd",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,8 +114,9 @@ def _supported_key(key: str) -> bool:
     return is_supported(PurePosixPath(key))
 
 
-def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
-           forced: str = "auto") -> list[SourceFile]:
+def expand(
+    patterns: Iterable[str | Path], *, base: Path | None = None, forced: str = "auto"
+) -> list[SourceFile]:
     """Expand files, globs and directories (recursively) into source files, in sorted order.
 
     A pattern that matches nothing is an error: a silently empty import is worse than none.
@@ -131,8 +141,13 @@ def expand(patterns: Iterable[str | Path], *, base: Path | None = None,
             if not files:
                 raise InputError(f"{pattern}: no files match this pattern")
         elif p.is_dir():
-            files = sorted(f for f in p.rglob("*") if f.is_file() and is_supported(f)
-                           and not any(part.startswith(".") for part in f.relative_to(p).parts))
+            files = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file()
+                and is_supported(f)
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             if not files:
                 raise InputError(f"{p}: directory holds no .csv/.tsv/.parquet/.ndjson files")
         elif p.is_file():

@@ -11,5 +11,6 @@ def json_value(expr: pl.Expr) -> pl.Expr:
     polars only JSON-encodes structs, so the value is wrapped as ``{"v": x}`` and unwrapped
     again; a null stays null (callers omit it).
     """
-    return (pl.when(expr.is_not_null())
-            .then(pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.head(-1)))
+    return pl.when(expr.is_not_null()).then(
+        pl.struct(expr.alias("v")).struct.json_encode().str.slice(5).str.head(-1)
+    )

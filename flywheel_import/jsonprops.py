@@ -64,7 +64,7 @@ class JsonShape:
         out: dict[Path, JsonKind] = {}
         whole: list[Path] = []  # paths sent whole: their children are inside them
         for path in sorted(self.types):
-            if any(path[:len(w)] == w for w in whole):
+            if any(path[: len(w)] == w for w in whole):
                 continue
             bits = self.types[path]
             if bits == OBJ or not bits:
@@ -94,8 +94,10 @@ def kind_of(bits: int) -> JsonKind:
 
 def objects(cells: pl.Series) -> pl.Series:
     """Is each cell a JSON object? (null cells: false)."""
-    return (cells.str.json_path_match("$").is_not_null()
-            & cells.str.strip_chars_start().str.starts_with("{")).fill_null(False)
+    return (
+        cells.str.json_path_match("$").is_not_null()
+        & cells.str.strip_chars_start().str.starts_with("{")
+    ).fill_null(False)
 
 
 def screened(cells: pl.Series) -> pl.Series:
@@ -134,12 +136,12 @@ def shape_of(cells: pl.Series) -> JsonShape:
     _read_dtype(decoded.dtype, (), types, numeric)
     # polars types a key holding both numbers and booleans as a number (true is 1): where a
     # numeric key reads 0 or 1, read those cells again with the key as text to tell.
-    ones = {path: (leaf == 0) | (leaf == 1)
-            for path in numeric for leaf in (_leaf(decoded, path),)}
+    ones = {path: (leaf == 0) | (leaf == 1) for path in numeric for leaf in (_leaf(decoded, path),)}
     suspects = [path for path, hit in ones.items() if hit.any()]
     if suspects:
-        again = cells.filter(pl.select(pl.any_horizontal(ones[p] for p in suspects)
-                                       .fill_null(False)).to_series())
+        again = cells.filter(
+            pl.select(pl.any_horizontal(ones[p] for p in suspects).fill_null(False)).to_series()
+        )
         texts = again.str.json_decode(_as_text(decoded.dtype, suspects))
         for path in suspects:
             if _leaf(texts, path).is_in(["true", "false"]).any():
@@ -153,8 +155,7 @@ def _leaf(decoded: pl.Series, path: Path) -> pl.Series:
     return decoded
 
 
-def _read_dtype(dtype: AnyDtype, path: Path, types: dict[Path, int],
-                numeric: list[Path]) -> None:
+def _read_dtype(dtype: AnyDtype, path: Path, types: dict[Path, int], numeric: list[Path]) -> None:
     if isinstance(dtype, pl.Struct):
         if path:
             types[path] = types.get(path, 0) | OBJ
@@ -180,12 +181,12 @@ def _read_dtype(dtype: AnyDtype, path: Path, types: dict[Path, int],
     types[path] = types.get(path, 0) | bits
 
 
-def _as_text(dtype: AnyDtype, numeric: list[Path], path: Path = ()
-             ) -> AnyDtype:
+def _as_text(dtype: AnyDtype, numeric: list[Path], path: Path = ()) -> AnyDtype:
     """``dtype`` with the numeric leaves in ``numeric`` read as text."""
     if isinstance(dtype, pl.Struct):
-        return pl.Struct({f.name: _as_text(f.dtype, numeric, (*path, f.name))
-                          for f in dtype.fields})
+        return pl.Struct(
+            {f.name: _as_text(f.dtype, numeric, (*path, f.name)) for f in dtype.fields}
+        )
     return pl.String() if path in numeric else dtype
 
 
@@ -230,8 +231,12 @@ def _walk(obj: dict[str, object], path: Path, types: dict[Path, int]) -> None:
 
 # --- batches: decoding against the file's shape ----------------------------------------------
 
-_DTYPES: dict[str, pl.DataType] = {"integer": pl.Int64(), "number": pl.Float64(),
-                                   "boolean": pl.Boolean(), "text": pl.String()}
+_DTYPES: dict[str, pl.DataType] = {
+    "integer": pl.Int64(),
+    "number": pl.Float64(),
+    "boolean": pl.Boolean(),
+    "text": pl.String(),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -277,32 +282,46 @@ class JsonColumn:
 
 
 def _struct(tree: dict[str, object]) -> pl.Struct:
-    return pl.Struct({k: _struct(v) if isinstance(v, dict) else v  # type: ignore[misc]
-                      for k, v in tree.items()})
+    return pl.Struct(
+        {
+            k: _struct(v) if isinstance(v, dict) else v  # type: ignore[misc]
+            for k, v in tree.items()
+        }
+    )
 
 
-def plan_json_columns(json_columns: dict[str, str], shapes: dict[str, JsonShape],
-                      schema: dict[str, pl.DataType], *, where: str, file: str
-                      ) -> list[JsonColumn]:
+def plan_json_columns(
+    json_columns: dict[str, str],
+    shapes: dict[str, JsonShape],
+    schema: dict[str, pl.DataType],
+    *,
+    where: str,
+    file: str,
+) -> list[JsonColumn]:
     """``mapping.properties.json`` (``{column: prefix}``) resolved against one file's shapes."""
     out: list[JsonColumn] = []
     for i, (col, prefix) in enumerate(json_columns.items()):
         if schema[col] not in (pl.String, pl.Null):
-            raise ConfigError(f"{where}: mapping.properties.json.{col}: column {col!r} of "
-                              f"{file} is {schema[col]}, not JSON text")
+            raise ConfigError(
+                f"{where}: mapping.properties.json.{col}: column {col!r} of "
+                f"{file} is {schema[col]}, not JSON text"
+            )
         leaves: list[JsonLeaf] = []
         for n, (path, kind) in enumerate(shapes.get(col, JsonShape()).properties().items()):
             if kind == "json" and any("\\" in key for key in path):
-                raise InputError(f"{file}: mapping.properties.json.{col}: key "
-                                 f"{'.'.join(path)!r} holds lists or mixed values and has a "
-                                 "backslash in its name: it cannot be read")
+                raise InputError(
+                    f"{file}: mapping.properties.json.{col}: key "
+                    f"{'.'.join(path)!r} holds lists or mixed values and has a "
+                    "backslash in its name: it cannot be read"
+                )
             leaves.append(JsonLeaf(path, kind, f"__j{i}_{n}", prefix + ".".join(path)))
         out.append(JsonColumn(col, tuple(leaves), f"__j{i}_bad"))
     return out
 
 
-def refuse_clashes(column_keys: dict[str, str], columns: list[JsonColumn], *, where: str,
-                   file: str) -> None:
+def refuse_clashes(
+    column_keys: dict[str, str], columns: list[JsonColumn], *, where: str, file: str
+) -> None:
     """Two sources of one property name (``column_keys``: property -> column): one line
     naming both."""
     origins = {key: f"column {col!r}" for key, col in column_keys.items()}
@@ -311,9 +330,11 @@ def refuse_clashes(column_keys: dict[str, str], columns: list[JsonColumn], *, wh
             here = leaf.describe(jc.column)
             other = origins.setdefault(leaf.key, here)
             if other != here:
-                raise ConfigError(f"{where}: mapping.properties.json.{jc.column}: property "
-                                  f"{leaf.key!r} would come from both {other} and {here} in "
-                                  f"{file} (set a prefix, or rename/exclude the column)")
+                raise ConfigError(
+                    f"{where}: mapping.properties.json.{jc.column}: property "
+                    f"{leaf.key!r} would come from both {other} and {here} in "
+                    f"{file} (set a prefix, or rename/exclude the column)"
+                )
 
 
 def json_path(path: Path) -> str:
@@ -376,4 +397,5 @@ def problem(spec: JsonColumn) -> pl.Expr:
     """The INVALID_PROPERTY text of a batch row whose cell is not a JSON object."""
     shown = pl.col(spec.column).str.slice(0, 60)
     return pl.when(pl.col(spec.bad_slot)).then(
-        pl.lit(f"{spec.column}: is not a JSON object: ") + json_value(shown))
+        pl.lit(f"{spec.column}: is not a JSON object: ") + json_value(shown)
+    )

@@ -142,8 +142,7 @@ class Ledger:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
-            raise UsageError(f"{path}: cannot create the state folder: "
-                             f"{e.strerror or e}") from None
+            raise UsageError(f"{path}: cannot create the state folder: {e.strerror or e}") from None
         self._created.extend(missing)
         with contextlib.suppress(OSError):
             if missing:
@@ -169,32 +168,50 @@ class Ledger:
 
     # --- files ------------------------------------------------------------------------------
 
-    def plan_file(self, path: str, fingerprint: dict[str, Any], config: str, *,
-                  restart: bool = False) -> FileState:
+    def plan_file(
+        self, path: str, fingerprint: dict[str, Any], config: str, *, restart: bool = False
+    ) -> FileState:
         """The file's state for this run: settled so far, or new work (with a note why)."""
         fp = json.dumps(fingerprint, sort_keys=True)
         row = self._db.execute(
             "SELECT id, fingerprint, config, generation, records, accepted, rejected, "
             "complete FROM files WHERE destination = ? AND path = ?",
-            (self.destination, path)).fetchone()
+            (self.destination, path),
+        ).fetchone()
         if row is None:
             state = FileState(0, path, 1, Ranges(), False, None, 0, 0)
             state.pending = ("insert", fp, config)
         else:
             fid, old_fp, old_cfg, gen, records, accepted, rejected, complete = row
-            why = ("--restart" if restart else
-                   "the file changed since the last run" if old_fp != fp else
-                   "the mapping changed since the last run" if old_cfg != config else None)
+            why = (
+                "--restart"
+                if restart
+                else "the file changed since the last run"
+                if old_fp != fp
+                else "the mapping changed since the last run"
+                if old_cfg != config
+                else None
+            )
             if why is None:
-                state = FileState(fid, path, gen, self._ranges(fid), bool(complete), records,
-                                  accepted, rejected)
+                state = FileState(
+                    fid, path, gen, self._ranges(fid), bool(complete), records, accepted, rejected
+                )
                 if state.complete:
                     state.note = "already imported"
                 elif len(state.settled):
                     state.note = f"resuming after {len(state.settled):,} settled records"
             else:
-                state = FileState(fid, path, gen + 1, Ranges(), False, None, 0, 0,
-                                  note=f"{why}: importing it as new work")
+                state = FileState(
+                    fid,
+                    path,
+                    gen + 1,
+                    Ranges(),
+                    False,
+                    None,
+                    0,
+                    0,
+                    note=f"{why}: importing it as new work",
+                )
                 state.pending = ("reset", fp, config)
         self.files[path] = state
         return state
@@ -210,19 +227,24 @@ class Ledger:
                 if action == "insert":
                     cur = self._db.execute(
                         "INSERT INTO files (destination, path, fingerprint, config, generation)"
-                        " VALUES (?, ?, ?, ?, 1)", (self.destination, state.path, fp, config))
+                        " VALUES (?, ?, ?, ?, 1)",
+                        (self.destination, state.path, fp, config),
+                    )
                     state.id = int(cur.lastrowid or 0)
                 else:
                     self._db.execute("DELETE FROM settled WHERE file_id = ?", (state.id,))
                     self._db.execute(
                         "UPDATE files SET fingerprint = ?, config = ?, generation = ?, "
                         "records = NULL, accepted = 0, rejected = 0, complete = 0 "
-                        "WHERE id = ?", (fp, config, state.generation, state.id))
+                        "WHERE id = ?",
+                        (fp, config, state.generation, state.id),
+                    )
                 state.pending = None
 
     def _ranges(self, file_id: int) -> Ranges:
-        rows = self._db.execute("SELECT lo, hi FROM settled WHERE file_id = ? ORDER BY lo",
-                                (file_id,)).fetchall()
+        rows = self._db.execute(
+            "SELECT lo, hi FROM settled WHERE file_id = ? ORDER BY lo", (file_id,)
+        ).fetchall()
         if not rows:
             return Ranges()
         arr = np.array(rows, dtype=np.int64)
@@ -230,56 +252,79 @@ class Ledger:
 
     def current_generations(self) -> dict[int, int]:
         """file id -> generation, for every file of this destination."""
-        return dict(self._db.execute(
-            "SELECT id, generation FROM files WHERE destination = ?",
-            (self.destination,)).fetchall())
+        return dict(
+            self._db.execute(
+                "SELECT id, generation FROM files WHERE destination = ?", (self.destination,)
+            ).fetchall()
+        )
 
     # --- commits ----------------------------------------------------------------------------
 
-    def commit(self, settled: dict[str, I64], accepted: dict[str, int],
-               rejected: dict[str, int], parts: list[tuple[str, int]],
-               complete: dict[str, int] | None = None) -> None:
+    def commit(
+        self,
+        settled: dict[str, I64],
+        accepted: dict[str, int],
+        rejected: dict[str, int],
+        parts: list[tuple[str, int]],
+        complete: dict[str, int] | None = None,
+    ) -> None:
         """Record, in one transaction, newly settled records per file (their rejects already
         durable in ``parts``) and the files now complete (path -> record count)."""
         with self._tx():
             for name, count in parts:
                 self._db.execute(
                     "INSERT INTO rejects_parts (destination, name, rows) VALUES (?, ?, ?)",
-                    (self.destination, name, count))
+                    (self.destination, name, count),
+                )
             for path, numbers in settled.items():
                 state = self.files[path]
                 state.settled = state.settled.union(numbers)
                 self._db.execute("DELETE FROM settled WHERE file_id = ?", (state.id,))
                 self._db.executemany(
                     "INSERT INTO settled (file_id, lo, hi) VALUES (?, ?, ?)",
-                    [(state.id, int(a), int(b))
-                     for a, b in zip(state.settled.lo, state.settled.hi, strict=True)])
+                    [
+                        (state.id, int(a), int(b))
+                        for a, b in zip(state.settled.lo, state.settled.hi, strict=True)
+                    ],
+                )
             for path in set(accepted) | set(rejected):
                 state = self.files[path]
                 state.accepted += accepted.get(path, 0)
                 state.rejected += rejected.get(path, 0)
-                self._db.execute("UPDATE files SET accepted = ?, rejected = ? WHERE id = ?",
-                                 (state.accepted, state.rejected, state.id))
+                self._db.execute(
+                    "UPDATE files SET accepted = ?, rejected = ? WHERE id = ?",
+                    (state.accepted, state.rejected, state.id),
+                )
             for path, records in (complete or {}).items():
                 state = self.files[path]
                 state.complete, state.records = True, records
-                self._db.execute("UPDATE files SET complete = 1, records = ? WHERE id = ?",
-                                 (records, state.id))
+                self._db.execute(
+                    "UPDATE files SET complete = 1, records = ? WHERE id = ?", (records, state.id)
+                )
 
     def part_names(self) -> list[str]:
         """The rejects parts of this destination, oldest first."""
-        return [r[0] for r in self._db.execute(
-            "SELECT name FROM rejects_parts WHERE destination = ? ORDER BY id",
-            (self.destination,))]
+        return [
+            r[0]
+            for r in self._db.execute(
+                "SELECT name FROM rejects_parts WHERE destination = ? ORDER BY id",
+                (self.destination,),
+            )
+        ]
 
     def totals(self) -> dict[str, int]:
         """The whole import so far at this destination: files, records, accepted, rejected."""
         row = self._db.execute(
             "SELECT count(*), sum(complete), coalesce(sum(accepted), 0), "
             "coalesce(sum(rejected), 0) FROM files WHERE destination = ?",
-            (self.destination,)).fetchone()
-        return {"files": int(row[0]), "files_complete": int(row[1] or 0),
-                "accepted": int(row[2]), "rejected": int(row[3])}
+            (self.destination,),
+        ).fetchone()
+        return {
+            "files": int(row[0]),
+            "files_complete": int(row[1] or 0),
+            "accepted": int(row[2]),
+            "rejected": int(row[3]),
+        }
 
     # --- watermark --------------------------------------------------------------------------
 
@@ -287,7 +332,8 @@ class Ledger:
         """(value, kind) of the high-water mark of the last completed run, if any."""
         row = self._db.execute(
             "SELECT value, kind FROM watermarks WHERE destination = ? AND mapping = ?",
-            (self.destination, mapping)).fetchone()
+            (self.destination, mapping),
+        ).fetchone()
         return None if row is None else (str(row[0]), str(row[1]))
 
     def set_watermark(self, mapping: str, value: str, kind: str) -> None:
@@ -295,7 +341,9 @@ class Ledger:
             self._db.execute(
                 "INSERT INTO watermarks (destination, mapping, value, kind) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (destination, mapping) DO UPDATE SET value = excluded.value, "
-                "kind = excluded.kind", (self.destination, mapping, value, kind))
+                "kind = excluded.kind",
+                (self.destination, mapping, value, kind),
+            )
 
     # --- lifetime ---------------------------------------------------------------------------
 
@@ -336,6 +384,8 @@ def _lock(path: Path) -> int | None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"{path}: another flywheel-import process is using this state "
-                         "(wait for it to finish, or give this run its own --state)") from None
+        raise UsageError(
+            f"{path}: another flywheel-import process is using this state "
+            "(wait for it to finish, or give this run its own --state)"
+        ) from None
     return fd

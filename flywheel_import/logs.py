@@ -68,9 +68,13 @@ class ProgressFeed:
     dashboard that fails must not stop an import of hours.
     """
 
-    def __init__(self, callback: ProgressCallback | None, *,
-                 min_interval: float = MIN_CALLBACK_INTERVAL,
-                 clock: Callable[[], float] = time.perf_counter) -> None:
+    def __init__(
+        self,
+        callback: ProgressCallback | None,
+        *,
+        min_interval: float = MIN_CALLBACK_INTERVAL,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
         self._callback = callback
         self._min_interval = min_interval
         self._clock = clock
@@ -91,8 +95,11 @@ class ProgressFeed:
         except Exception as e:
             if not self._failed:
                 self._failed = True
-                log.warning("the progress callback raised %s: %s; ignored for the rest of "
-                            "the run", type(e).__name__, e)
+                log.warning(
+                    "the progress callback raised %s: %s; ignored for the rest of the run",
+                    type(e).__name__,
+                    e,
+                )
 
 
 class ProgressLog:
@@ -115,19 +122,28 @@ class ProgressLog:
 def progress_fields(p: Progress) -> dict[str, Any]:
     """The figures of a progress line as structured fields (the JSON lines carry them)."""
     eta = p.eta_s
-    return {"rows_done": p.rows_done, "total": p.rows_total,
-            "percent": round(100 * p.rows_done / p.rows_total, 1) if p.rows_total else 100.0,
-            "events_per_s": round(p.rate, 1), "eta_s": None if eta is None else round(eta),
-            "accepted": p.accepted, "rejected": p.rejected, "retries": p.retries,
-            "throttled": p.throttled, "elapsed_s": round(p.elapsed_s, 1)}
+    return {
+        "rows_done": p.rows_done,
+        "total": p.rows_total,
+        "percent": round(100 * p.rows_done / p.rows_total, 1) if p.rows_total else 100.0,
+        "events_per_s": round(p.rate, 1),
+        "eta_s": None if eta is None else round(eta),
+        "accepted": p.accepted,
+        "rejected": p.rejected,
+        "retries": p.retries,
+        "throttled": p.throttled,
+        "elapsed_s": round(p.elapsed_s, 1),
+    }
 
 
 def progress_text(p: Progress) -> str:
     f = progress_fields(p)
     eta = "?" if f["eta_s"] is None else _duration(f["eta_s"])
-    return (f"progress: {p.rows_done:,} of {p.rows_total:,} rows ({f['percent']:.1f}%), "
-            f"{f['events_per_s']:,.1f} events/s, ETA {eta}, rejected {p.rejected:,}, "
-            f"retries {p.retries:,}, 429s {p.throttled:,}")
+    return (
+        f"progress: {p.rows_done:,} of {p.rows_total:,} rows ({f['percent']:.1f}%), "
+        f"{f['events_per_s']:,.1f} events/s, ETA {eta}, rejected {p.rejected:,}, "
+        f"retries {p.retries:,}, 429s {p.throttled:,}"
+    )
 
 
 def _duration(seconds: float) -> str:
@@ -141,7 +157,10 @@ def _duration(seconds: float) -> str:
 
 # Attributes every LogRecord has; anything else was passed as ``extra=`` and is a field.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
-    "message", "asctime", "taskName"}
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 class JsonFormatter(logging.Formatter):
@@ -151,7 +170,10 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         out: dict[str, Any] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
         out.update((k, v) for k, v in vars(record).items() if k not in _STANDARD)
         if record.exc_info:
             out["exception"] = self.formatException(record.exc_info)
@@ -173,8 +195,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         super().emit(record)
 
 
-def configure(fmt: LogFormat = "text", *, level: str | int = logging.INFO,
-              quiet: bool = False) -> None:
+def configure(
+    fmt: LogFormat = "text", *, level: str | int = logging.INFO, quiet: bool = False
+) -> None:
     """Send the package's logs to stderr in ``fmt``; ``quiet``: warnings and errors only.
 
     Replaces the handler an earlier call installed (the command may run more than once in a
@@ -193,9 +216,19 @@ def configure(fmt: LogFormat = "text", *, level: str | int = logging.INFO,
 
 def is_json() -> bool:
     """Whether the command writes its log lines as JSON (its other stderr lines follow)."""
-    return any(isinstance(h, _StderrHandler) and isinstance(h.formatter, JsonFormatter)
-               for h in logging.getLogger(LOGGER).handlers)
+    return any(
+        isinstance(h, _StderrHandler) and isinstance(h.formatter, JsonFormatter)
+        for h in logging.getLogger(LOGGER).handlers
+    )
 
 
-__all__ = ["JsonFormatter", "Progress", "ProgressCallback", "ProgressFeed", "ProgressLog",
-           "TextFormatter", "configure", "is_json"]
+__all__ = [
+    "JsonFormatter",
+    "Progress",
+    "ProgressCallback",
+    "ProgressFeed",
+    "ProgressLog",
+    "TextFormatter",
+    "configure",
+    "is_json",
+]

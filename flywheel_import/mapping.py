@@ -39,8 +39,9 @@ from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
 from .sources import ROW
 from .timeparse import AutoParser, format_rfc3339, to_utc
 
-Kind = Literal["raw_number", "number", "integer", "boolean", "text_boolean", "string",
-               "datetime", "json_text"]
+Kind = Literal[
+    "raw_number", "number", "integer", "boolean", "text_boolean", "string", "datetime", "json_text"
+]
 
 _TS = "__ts"
 _JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
@@ -115,15 +116,17 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
             added.append(col)
     elif missing:
         key, col = missing[0]
-        raise ConfigError(f"{where}{key}: column {col!r} not found in {prof.source.name} "
-                          f"(columns: {', '.join(prof.columns) or 'none'})")
+        raise ConfigError(
+            f"{where}{key}: column {col!r} not found in {prof.source.name} "
+            f"(columns: {', '.join(prof.columns) or 'none'})"
+        )
     m = cfg.mapping
     ts = m.timestamp_spec()
     ts_raw = ts_expr = None
     ts_auto = None
     if ts is not None:
         ts_raw, ts_expr = _timestamp(ts, schema, "mapping.timestamp")
-        if (ts.column and schema[ts.column] == pl.String and not ts.format and not ts.unit):
+        if ts.column and schema[ts.column] == pl.String and not ts.format and not ts.unit:
             ts_auto = AutoParser(ts.timezone)
             ts_expr = pl.col(_TS)
     identify, identify_raw = _identify(m.identify, schema)
@@ -135,11 +138,17 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     # for polars arrives as exact text and is any JSON number.
     number = PLAIN_NUMBER if prof.is_text else _JSON_NUMBER
     event_source = _event(m.event, schema)
-    naming = (m.event if isinstance(m.event, EventColumn | EventTemplate)
-              and m.event.changes_names else None)
+    naming = (
+        m.event
+        if isinstance(m.event, EventColumn | EventTemplate) and m.event.changes_names
+        else None
+    )
     return Plan(
-        event=(event_source if naming is None else
-               name_expr(event_source, names=naming.names, normalize=naming.normalize)),
+        event=(
+            event_source
+            if naming is None
+            else name_expr(event_source, names=naming.names, normalize=naming.normalize)
+        ),
         event_source=None if naming is None else event_source,
         user_id=_id_field(m.user_id, schema),
         anonymous_id=_id_field(m.anonymous_id, schema),
@@ -153,12 +162,18 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
         json_columns=tuple(json_columns),
         added_null_columns=tuple(added),
         ts_auto=ts_auto,
-        guards=tuple((s.slot, s.column, number if s.kind == "raw_number" else PLAIN_BOOLEAN)
-                     for s in specs if s.kind in ("raw_number", "text_boolean")
-                     and schema[s.column] == pl.String),
-        identify_constant=(m.identify if isinstance(m.identify, bool) else
-                           bool(m.identify.value) if isinstance(m.identify, BoolConstant)
-                           else None),
+        guards=tuple(
+            (s.slot, s.column, number if s.kind == "raw_number" else PLAIN_BOOLEAN)
+            for s in specs
+            if s.kind in ("raw_number", "text_boolean") and schema[s.column] == pl.String
+        ),
+        identify_constant=(
+            m.identify
+            if isinstance(m.identify, bool)
+            else bool(m.identify.value)
+            if isinstance(m.identify, BoolConstant)
+            else None
+        ),
     )
 
 
@@ -169,27 +184,36 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
     size and identity, not its text (see :meth:`Encoder.core_length`).
     """
     if plan.added_null_columns:
-        frame = frame.with_columns(pl.lit(None, pl.String).alias(c)
-                                   for c in plan.added_null_columns)
+        frame = frame.with_columns(
+            pl.lit(None, pl.String).alias(c) for c in plan.added_null_columns
+        )
     if plan.ts_auto is not None and plan.ts_raw is not None:
         raw = frame.select(plan.ts_raw).to_series()
         frame = frame.with_columns(plan.ts_auto.parse(raw).alias(_TS))
     if plan.json_columns:
         frame = frame.with_columns(s for jc in plan.json_columns for s in decode(frame, jc))
     null = pl.lit(None, pl.String)
-    values = {s.slot: value.alias(s.slot)
-              for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)}
+    values = {
+        s.slot: value.alias(s.slot)
+        for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)
+    }
     if plan.guards:
         # Profiled text columns are written raw; should a value not fit the profile (it cannot
         # when preflight read the same records), that batch writes it as a JSON string instead
         # of producing invalid JSON. One check per batch, not a second expression per row.
-        fits = frame.select((pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
-                            for s, c, p in plan.guards).row(0, named=True)
+        fits = frame.select(
+            (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
+            for s, c, p in plan.guards
+        ).row(0, named=True)
         for slot, column, pattern in plan.guards:
             if not fits[slot]:
                 col = pl.col(column)
-                values[slot] = pl.when(col.str.contains(pattern)).then(
-                    values[slot]).otherwise(json_value(col)).alias(slot)
+                values[slot] = (
+                    pl.when(col.str.contains(pattern))
+                    .then(values[slot])
+                    .otherwise(json_value(col))
+                    .alias(slot)
+                )
     problems = [bad for _, bad in plan.property_exprs]
     problems += [json_problem(jc) for jc in plan.json_columns]
     out = frame.select(
@@ -200,15 +224,22 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
         (plan.anonymous_id if plan.anonymous_id is not None else null).alias("anonymous_id"),
         (plan.event_id if plan.event_id is not None else null).alias("event_id"),
         (plan.ts_raw if plan.ts_raw is not None else null).alias("ts_raw"),
-        (null if plan.timestamp is None else format_rfc3339(plan.timestamp) if text_times
-         else plan.timestamp).alias("timestamp"),
+        (
+            null
+            if plan.timestamp is None
+            else format_rfc3339(plan.timestamp)
+            if text_times
+            else plan.timestamp
+        ).alias("timestamp"),
         plan.identify.alias("identify"),
         plan.identify_raw.alias("identify_raw"),
         *values.values(),
-        (pl.concat_str(problems, separator="; ", ignore_nulls=True) if problems else null
-         ).alias("prop_errors"),
-    ).with_columns(pl.when(pl.col("prop_errors") != "").then(pl.col("prop_errors"))
-                   .alias("prop_errors"))
+        (pl.concat_str(problems, separator="; ", ignore_nulls=True) if problems else null).alias(
+            "prop_errors"
+        ),
+    ).with_columns(
+        pl.when(pl.col("prop_errors") != "").then(pl.col("prop_errors")).alias("prop_errors")
+    )
     if plan.event_source is None:
         out = out.insert_column(2, out.get_column("event").alias("event_raw"))
     return out
@@ -233,8 +264,11 @@ def _needed(cfg: Config) -> list[tuple[str, str]]:
         out.append(("mapping.timestamp", ts.column))
     props = m.properties
     if props.include != "*":
-        out.extend((f"mapping.properties.include[{i}]", c) for i, c in enumerate(props.include)
-                   if c not in props.json_columns)
+        out.extend(
+            (f"mapping.properties.include[{i}]", c)
+            for i, c in enumerate(props.include)
+            if c not in props.json_columns
+        )
     out.extend((f"mapping.properties.json.{c}", c) for c in props.json_columns)
     return out
 
@@ -246,9 +280,11 @@ def _text(expr: pl.Expr, dtype: pl.DataType) -> pl.Expr:
     elif _nested(dtype):
         out = json_value(expr)
     elif dtype.is_float():
-        out = (pl.when(expr.is_finite() & (expr == expr.round(0)) & (expr.abs() < 2**53))
-               .then(expr.cast(pl.Int64, strict=False).cast(pl.String))
-               .otherwise(expr.cast(pl.String)))
+        out = (
+            pl.when(expr.is_finite() & (expr == expr.round(0)) & (expr.abs() < 2**53))
+            .then(expr.cast(pl.Int64, strict=False).cast(pl.String))
+            .otherwise(expr.cast(pl.String))
+        )
     elif dtype == pl.Boolean:
         out = pl.when(expr).then(pl.lit("true")).otherwise(pl.lit("false"))
     else:
@@ -266,8 +302,9 @@ def _constant_text(value: object) -> str:
     return str(value)
 
 
-def _id_field(f: str | ColumnRef | Constant | None, schema: dict[str, pl.DataType]
-              ) -> pl.Expr | None:
+def _id_field(
+    f: str | ColumnRef | Constant | None, schema: dict[str, pl.DataType]
+) -> pl.Expr | None:
     if f is None:
         return None
     if isinstance(f, Constant):
@@ -282,7 +319,7 @@ def _event(f: str | ColumnRef | Constant | Template, schema: dict[str, pl.DataTy
         pos = 0
         for match in re.finditer(r"\{([^{}]+)\}", f.template):
             if match.start() > pos:
-                parts.append(pl.lit(f.template[pos:match.start()]))
+                parts.append(pl.lit(f.template[pos : match.start()]))
             parts.append(_text(pl.col(match.group(1)), schema[match.group(1)]))
             pos = match.end()
         if pos < len(f.template):
@@ -293,8 +330,9 @@ def _event(f: str | ColumnRef | Constant | Template, schema: dict[str, pl.DataTy
     return out
 
 
-def _timestamp(ts: TimestampMapping, schema: dict[str, pl.DataType], where: str
-               ) -> tuple[pl.Expr, pl.Expr]:
+def _timestamp(
+    ts: TimestampMapping, schema: dict[str, pl.DataType], where: str
+) -> tuple[pl.Expr, pl.Expr]:
     if ts.value is not None:
         raw: pl.Expr = pl.lit(ts.value, pl.String)
         dtype: pl.DataType = pl.String()
@@ -309,8 +347,9 @@ def _timestamp(ts: TimestampMapping, schema: dict[str, pl.DataType], where: str
     return raw_text, instant
 
 
-def _identify(f: bool | str | ColumnRef | BoolConstant, schema: dict[str, pl.DataType]
-              ) -> tuple[pl.Expr, pl.Expr]:
+def _identify(
+    f: bool | str | ColumnRef | BoolConstant, schema: dict[str, pl.DataType]
+) -> tuple[pl.Expr, pl.Expr]:
     if isinstance(f, bool):
         return pl.lit(f), pl.lit(None, pl.String)
     if isinstance(f, BoolConstant):
@@ -325,34 +364,39 @@ def _identify(f: bool | str | ColumnRef | BoolConstant, schema: dict[str, pl.Dat
 
 def _parse_bool(text: pl.Expr) -> pl.Expr:
     low = text.str.strip_chars().str.to_lowercase()
-    return (pl.when(low.is_in(_TRUE)).then(pl.lit(True))
-            .when(low.is_in(_FALSE)).then(pl.lit(False)))
+    return pl.when(low.is_in(_TRUE)).then(pl.lit(True)).when(low.is_in(_FALSE)).then(pl.lit(False))
 
 
 # --- properties ------------------------------------------------------------------------------
 
 
-def _property_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType]
-                    ) -> list[PropertySpec]:
+def _property_specs(
+    cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType]
+) -> list[PropertySpec]:
     props = cfg.mapping.properties
     columns = property_columns(cfg, list(schema))
     colset = set(columns)
     for name in props.rename:
         if name not in colset and prof.source.format != "ndjson":
-            raise ConfigError(f"{cfg.origin}: mapping.properties.rename.{name}: {name!r} is not "
-                              f"a property column of {prof.source.name}")
+            raise ConfigError(
+                f"{cfg.origin}: mapping.properties.rename.{name}: {name!r} is not "
+                f"a property column of {prof.source.name}"
+            )
     renamed = {props.rename.get(c, c): c for c in columns}
     if len(renamed) != len(columns):
-        raise ConfigError(f"{cfg.origin}: mapping.properties.rename: two properties would share "
-                          "one name")
+        raise ConfigError(
+            f"{cfg.origin}: mapping.properties.rename: two properties would share one name"
+        )
     types = {}
     for name, typ in props.types.items():
         col = name if name in colset else renamed.get(name)
         if col is None:
             if prof.source.format == "ndjson":
                 continue
-            raise ConfigError(f"{cfg.origin}: mapping.properties.types.{name}: {name!r} is not a "
-                              f"property of {prof.source.name}")
+            raise ConfigError(
+                f"{cfg.origin}: mapping.properties.types.{name}: {name!r} is not a "
+                f"property of {prof.source.name}"
+            )
         types[col] = typ
     specs: list[PropertySpec] = []
     for col in columns:
@@ -383,8 +427,9 @@ def _kind(declared: str | None, dtype: pl.DataType, text_kind: str | None) -> Ki
     return "string"
 
 
-def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
-                    ) -> tuple[pl.Expr, pl.Expr]:
+def _property_value(
+    spec: PropertySpec, dtype: pl.DataType, timezone: str
+) -> tuple[pl.Expr, pl.Expr]:
     """(JSON value text or null to omit, problem text or null) for one property."""
     col = pl.col(spec.column)
     none = pl.lit(None, pl.String)
@@ -435,28 +480,48 @@ def _property_value(spec: PropertySpec, dtype: pl.DataType, timezone: str
             bad = col.is_not_null() & ~finite & ~is_nan.fill_null(False)  # NaN = missing
         return pl.when(finite).then(text), problem(bad, "is not a finite number:")
     # datetime
-    instant = to_utc(col, dtype, timezone=timezone, fmt=None, unit=None,
-                     where=f"mapping.properties.types.{label}")
+    instant = to_utc(
+        col,
+        dtype,
+        timezone=timezone,
+        fmt=None,
+        unit=None,
+        where=f"mapping.properties.types.{label}",
+    )
     bad = col.is_not_null() & instant.is_null()
     return format_rfc3339(instant), problem(bad, "is not a date-time:")
 
 
-_JSON_KINDS: dict[str, Kind] = {"integer": "raw_number", "number": "number",
-                                "boolean": "boolean", "text": "string", "json": "string"}
+_JSON_KINDS: dict[str, Kind] = {
+    "integer": "raw_number",
+    "number": "number",
+    "boolean": "boolean",
+    "text": "string",
+    "json": "string",
+}
 
 
-def _json_specs(cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType],
-                specs: list[PropertySpec]) -> tuple[list[JsonColumn], list[PropertySpec]]:
+def _json_specs(
+    cfg: Config, prof: FileProfile, schema: dict[str, pl.DataType], specs: list[PropertySpec]
+) -> tuple[list[JsonColumn], list[PropertySpec]]:
     """The JSON columns' leaves as properties after ``specs``; their output columns are added
     to ``schema``, so the usual property values apply to them."""
-    columns = plan_json_columns(cfg.mapping.properties.json_columns, prof.json_shapes, schema,
-                                where=cfg.origin, file=prof.source.name)
-    refuse_clashes({s.key: s.column for s in specs}, columns, where=cfg.origin,
-                   file=prof.source.name)
+    columns = plan_json_columns(
+        cfg.mapping.properties.json_columns,
+        prof.json_shapes,
+        schema,
+        where=cfg.origin,
+        file=prof.source.name,
+    )
+    refuse_clashes(
+        {s.key: s.column for s in specs}, columns, where=cfg.origin, file=prof.source.name
+    )
     leaves = [leaf for jc in columns for leaf in jc.leaves]
     schema.update((leaf.slot, leaf.dtype) for leaf in leaves)
-    return columns, [PropertySpec(leaf.slot, leaf.key, _JSON_KINDS[leaf.kind],
-                                  f"p{len(specs) + i}") for i, leaf in enumerate(leaves)]
+    return columns, [
+        PropertySpec(leaf.slot, leaf.key, _JSON_KINDS[leaf.kind], f"p{len(specs) + i}")
+        for i, leaf in enumerate(leaves)
+    ]
 
 
 def wants_text_kind(cfg: Config) -> Callable[[str], bool]:

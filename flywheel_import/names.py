@@ -27,8 +27,9 @@ _ACRONYM = r"([A-Z]+)([A-Z][a-z])"
 _CAMEL = r"([a-z0-9])([A-Z])"
 
 
-def name_expr(expr: pl.Expr, *, names: Mapping[str, str] | None = None,
-              normalize: Normalize | None = None) -> pl.Expr:
+def name_expr(
+    expr: pl.Expr, *, names: Mapping[str, str] | None = None, normalize: Normalize | None = None
+) -> pl.Expr:
     """The sent name: ``names`` applied to exact source values first, then ``normalize``.
 
     A null stays null (``MISSING_EVENT_NAME``); a name normalizing to nothing becomes ``""``,
@@ -40,8 +41,11 @@ def name_expr(expr: pl.Expr, *, names: Mapping[str, str] | None = None,
         return expr
     expr = expr.str.replace_all(_OUTSIDE, "_").str.strip_chars("_")
     if normalize == "snake_case":
-        expr = (expr.str.replace_all(_ACRONYM, "${1}_${2}")
-                .str.replace_all(_CAMEL, "${1}_${2}").str.to_lowercase())
+        expr = (
+            expr.str.replace_all(_ACRONYM, "${1}_${2}")
+            .str.replace_all(_CAMEL, "${1}_${2}")
+            .str.to_lowercase()
+        )
     return expr
 
 
@@ -63,9 +67,10 @@ def name_changes(events: pl.DataFrame) -> pl.DataFrame:
     """``from``, ``to``, ``count`` of a batch's rows (``event_raw`` and ``event`` columns) whose
     name was changed into a valid one; a name still invalid is counted under
     ``INVALID_EVENT_NAME`` instead."""
-    return (events.lazy()
-            .filter((pl.col("event_raw") != pl.col("event"))
-                    & pl.col("event").str.contains(VALID_NAME))
-            .group_by(pl.col("event_raw").alias("from"), pl.col("event").alias("to"))
-            .agg(pl.len().alias("count"))
-            .collect())
+    return (
+        events.lazy()
+        .filter((pl.col("event_raw") != pl.col("event")) & pl.col("event").str.contains(VALID_NAME))
+        .group_by(pl.col("event_raw").alias("from"), pl.col("event").alias("to"))
+        .agg(pl.len().alias("count"))
+        .collect()
+    )

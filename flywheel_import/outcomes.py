@@ -141,8 +141,10 @@ def abort_message(status: int, message: str | None, url: str) -> str:
     `url` is the endpoint as shown to the user (no credentials in it).
     """
     if status == 401 or status == 403:
-        return (f"API refused the key (HTTP {status}): check that the API key is valid and "
-                f"allowed to send events (API said: {message})")
+        return (
+            f"API refused the key (HTTP {status}): check that the API key is valid and "
+            f"allowed to send events (API said: {message})"
+        )
     answer = f"POST {url} answered {status} {_reason(status)}"
     if 300 <= status < 400:
         return f"{answer} ({message}): check api.url (redirects are not followed)"
@@ -185,8 +187,7 @@ def _header(headers: Mapping[str, str] | None, name: str) -> str | None:
     return value
 
 
-def _api_error(body: bytes | None, secrets: Secrets = NO_SECRETS
-               ) -> tuple[str | None, str | None]:
+def _api_error(body: bytes | None, secrets: Secrets = NO_SECRETS) -> tuple[str | None, str | None]:
     """The ``code`` and ``error`` of an ErrorResponse body, each None when absent."""
     if not body or body.lstrip()[:1] != b"{":
         return None, None

@@ -66,19 +66,26 @@ def as_config(config: Config | str | Path) -> Config:
     return config if isinstance(config, Config) else load_config(config)
 
 
-def output_paths(cfg: Config, rejects: str | Path | None, report: str | Path | None
-                 ) -> tuple[Path | None, Path | None]:
+def output_paths(
+    cfg: Config, rejects: str | Path | None, report: str | Path | None
+) -> tuple[Path | None, Path | None]:
     """CLI paths are relative to the working directory; config paths to the config file."""
-    rej = Path(rejects) if rejects else (cfg.resolve(cfg.output.rejects)
-                                          if cfg.output.rejects else None)
-    rep = Path(report) if report else (cfg.resolve(cfg.output.report)
-                                        if cfg.output.report else None)
+    rej = (
+        Path(rejects)
+        if rejects
+        else (cfg.resolve(cfg.output.rejects) if cfg.output.rejects else None)
+    )
+    rep = (
+        Path(report) if report else (cfg.resolve(cfg.output.report) if cfg.output.report else None)
+    )
     for path in (rej, rep):
         if path is not None:
             _check_writable(path)
     if rej is not None and rep is not None and _same_file(rej, rep):
-        raise UsageError(f"{rep}: the rejects file and the report would be the same file "
-                         "(the report would replace the rejected rows); give each its own")
+        raise UsageError(
+            f"{rep}: the rejects file and the report would be the same file "
+            "(the report would replace the rejected rows); give each its own"
+        )
     return rej, rep
 
 
@@ -123,8 +130,9 @@ def find_inputs(cfg: Config, inputs: Sequence[str | Path] | None) -> list[Source
     return expand(cfg.source_paths(), base=cfg.base_dir, forced=cfg.source.format)
 
 
-def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
-                                outputs: dict[str, Path | None]) -> None:
+def _refuse_outputs_among_inputs(
+    files: Sequence[SourceFile], outputs: dict[str, Path | None]
+) -> None:
     """Refuse an output that is also an input, before anything is read.
 
     Replacing it would lose rows: the rejects file fed back as an input is rewritten with
@@ -141,11 +149,18 @@ def _refuse_outputs_among_inputs(files: Sequence[SourceFile],
                 named = "" if f.path == out else f" (read as {f.path})"
                 raise UsageError(
                     f"{out}: this {kind} file is also an input of this run{named} and would "
-                    f"be replaced; write the {kind} elsewhere, e.g. --{kind} {alt}")
+                    f"be replaced; write the {kind} elsewhere, e.g. --{kind} {alt}"
+                )
 
 
-def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
-              mark: tuple[str, str] | None = None, watermarked: bool = False) -> list[Job]:
+def preflight(
+    cfg: Config,
+    files: list[SourceFile],
+    *,
+    progress: bool,
+    mark: tuple[str, str] | None = None,
+    watermarked: bool = False,
+) -> list[Job]:
     """Profile and plan every file; raises before anything is sent or written. ``mark``:
     the watermark of the last completed run (a run with a ledger)."""
     wants = wants_text_kind(cfg)
@@ -153,8 +168,15 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
     json_columns = list(cfg.mapping.properties.json_columns)
     total = sum(f.size() for f in files if f.format != "parquet")
     jobs: list[Job] = []
-    with tqdm(total=total, unit="B", unit_scale=True, desc="preflight", file=sys.stderr,
-              disable=not progress or total == 0, leave=False) as bar:
+    with tqdm(
+        total=total,
+        unit="B",
+        unit_scale=True,
+        desc="preflight",
+        file=sys.stderr,
+        disable=not progress or total == 0,
+        leave=False,
+    ) as bar:
         for f in files:
             prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
             if json_columns:
@@ -164,17 +186,26 @@ def preflight(cfg: Config, files: list[SourceFile], *, progress: bool,
     return jobs
 
 
-def prepared_batches(cfg: Config, jobs: list[Job], seen: SeenIds, *, bodies: bool = True,
-                     resume: Resume | None = None, shard: Shard | None = None
-                     ) -> Iterator[Prepared]:
+def prepared_batches(
+    cfg: Config,
+    jobs: list[Job],
+    seen: SeenIds,
+    *,
+    bodies: bool = True,
+    resume: Resume | None = None,
+    shard: Shard | None = None,
+) -> Iterator[Prepared]:
     for job in jobs:
-        read = read_batches(job.source, cfg.source.csv, cfg.source.batch_rows,
-                            job.profile.read_schema)
+        read = read_batches(
+            job.source, cfg.source.csv, cfg.source.batch_rows, job.profile.read_schema
+        )
         raws = prefetch(resume.mask(read) if resume is not None else read)
+
         # Batches are examined two at a time (polars and numpy release the GIL) and settled
         # in order, so "the first of two equal ids wins" still means the first in the file.
-        def work(raw: RawBatch, plan: Plan = job.plan,
-                 wm: Watermark | None = job.watermark) -> Examined:
+        def work(
+            raw: RawBatch, plan: Plan = job.plan, wm: Watermark | None = job.watermark
+        ) -> Examined:
             return examine(raw, plan, cfg, bodies=bodies, watermark=wm, shard=shard)
 
         for examined in ordered_map(work, raws, workers=2):
@@ -208,8 +239,12 @@ class Session:
         self.reject(prep.rejected)
         if self.resume is not None:
             self.resume.saw_watermark(prep.watermark_max)
-            self.resume.settle(prep.source, prep.rejected.get_column("_row"), accepted=0,
-                               rejected=prep.rejected.height)
+            self.resume.settle(
+                prep.source,
+                prep.rejected.get_column("_row"),
+                accepted=0,
+                rejected=prep.rejected.height,
+            )
 
     def reject(self, rows: pl.DataFrame) -> None:
         self.result.record(rows)
@@ -233,10 +268,18 @@ class Session:
             write_json_atomic(self.report_path, self.result.to_dict())
 
 
-def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
-                 rejects: str | Path | None, report: str | Path | None, *, progress: bool,
-                 dry_run: bool, started: float, ledger: tuple[Path, str] | None = None,
-                 restart: bool = False) -> Session:
+def open_session(
+    cfg: Config,
+    inputs: Sequence[str | Path] | None,
+    rejects: str | Path | None,
+    report: str | Path | None,
+    *,
+    progress: bool,
+    dry_run: bool,
+    started: float,
+    ledger: tuple[Path, str] | None = None,
+    restart: bool = False,
+) -> Session:
     """Outputs checked, inputs found, every file profiled and planned: nothing read yet is
     lost and nothing is sent or written before this returns.
 
@@ -251,13 +294,19 @@ def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
     if ledger is None:
         jobs = preflight(cfg, files, progress=progress)
         writer = RejectsWriter(rejects_path) if rejects_path is not None else None
-        return Session(cfg, jobs, Report(dry_run=dry_run, files=len(files)), writer,
-                       report_path, started)
+        return Session(
+            cfg, jobs, Report(dry_run=dry_run, files=len(files)), writer, report_path, started
+        )
     book = Ledger(*ledger)
     try:
         resume = Resume(book, cfg, files, restart=restart)
-        jobs = preflight(cfg, resume.todo, progress=progress, mark=resume.mark,
-                         watermarked=resume.watermark is not None)
+        jobs = preflight(
+            cfg,
+            resume.todo,
+            progress=progress,
+            mark=resume.mark,
+            watermarked=resume.watermark is not None,
+        )
         book.record_plans()
     except BaseException:
         book.close(discard=True)
@@ -265,26 +314,46 @@ def open_session(cfg: Config, inputs: Sequence[str | Path] | None,
     for note in resume.notes:
         log.warning("%s", note)
     writer = resume.rejects_writer(rejects_path) if rejects_path is not None else None
-    return Session(cfg, jobs, Report(dry_run=dry_run, files=len(resume.todo)), writer,
-                   report_path, started, resume)
+    return Session(
+        cfg,
+        jobs,
+        Report(dry_run=dry_run, files=len(resume.todo)),
+        writer,
+        report_path,
+        started,
+        resume,
+    )
 
 
-def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
-             rejects: str | Path | None = None, report: str | Path | None = None,
-             progress: bool = False, on_progress: ProgressCallback | None = None) -> Report:
+def validate(
+    config: Config | str | Path,
+    inputs: Sequence[str | Path] | None = None,
+    *,
+    rejects: str | Path | None = None,
+    report: str | Path | None = None,
+    progress: bool = False,
+    on_progress: ProgressCallback | None = None,
+) -> Report:
     """Dry run: read, map and validate every row; write rejects and report; send nothing.
 
     ``on_progress`` is called with a :class:`~.logs.Progress` at most every 0.25 s (once per
     batch read at most, and once at the end); an exception in it is logged once and ignored.
     """
     cfg = as_config(config)
-    run = open_session(cfg, inputs, rejects, report, progress=progress, dry_run=True,
-                       started=time.perf_counter())
+    run = open_session(
+        cfg, inputs, rejects, report, progress=progress, dry_run=True, started=time.perf_counter()
+    )
     seen = seen_ids(run)
     feed = ProgressFeed(on_progress)
     try:
-        with tqdm(total=run.total_rows, unit="rows", desc="validate", file=sys.stderr,
-                  disable=not progress, smoothing=0.1) as bar:
+        with tqdm(
+            total=run.total_rows,
+            unit="rows",
+            desc="validate",
+            file=sys.stderr,
+            disable=not progress,
+            smoothing=0.1,
+        ) as bar:
             for prep in prepared_batches(cfg, run.jobs, seen, bodies=False):
                 run.take(prep)
                 bar.update(prep.rows_read)
@@ -303,9 +372,15 @@ def validate(config: Config | str | Path, inputs: Sequence[str | Path] | None = 
 def _checked(run: Session) -> Progress:
     """A dry run's progress: rows read, valid (as ``accepted``) and rejected so far."""
     r = run.result
-    return Progress(rows_done=r.rows_read, rows_total=run.total_rows, accepted=r.valid,
-                    rejected=r.rejected, retries=0, throttled=0,
-                    elapsed_s=time.perf_counter() - run.started)
+    return Progress(
+        rows_done=r.rows_read,
+        rows_total=run.total_rows,
+        accepted=r.valid,
+        rejected=r.rejected,
+        retries=0,
+        throttled=0,
+        elapsed_s=time.perf_counter() - run.started,
+    )
 
 
 def seen_ids(run: Session) -> SeenIds:
@@ -315,6 +390,7 @@ def seen_ids(run: Session) -> SeenIds:
 
 
 # --- sending ---------------------------------------------------------------------------------
+
 
 def resolve_url(cfg: Config, api_url: str | None, *, allow_insecure_http: bool) -> str:
     """``--api-url`` > ``FLYWHEEL_API_URL`` > ``api.url``; plain http only to loopback.
@@ -335,38 +411,54 @@ def resolve_url(cfg: Config, api_url: str | None, *, allow_insecure_http: bool) 
     if parsed.scheme not in ("http", "https") or not host:
         raise UsageError(shape)
     if parsed.username is not None or parsed.password is not None:
-        raise UsageError("API URL must not carry a user or password (the key is sent in its "
-                         f"own header): got {redact_userinfo(url)!r}")
+        raise UsageError(
+            "API URL must not carry a user or password (the key is sent in its "
+            f"own header): got {redact_userinfo(url)!r}"
+        )
     if parsed.scheme == "http" and not is_loopback(host) and not allow_insecure_http:
-        raise UsageError(f"refusing to send the API key over plain http to {host}: use https, "
-                         "or pass --allow-insecure-http if you really mean it")
+        raise UsageError(
+            f"refusing to send the API key over plain http to {host}: use https, "
+            "or pass --allow-insecure-http if you really mean it"
+        )
     return url
 
 
 def read_key(cfg: Config) -> str:
     key = os.environ.get(cfg.api.key_env, "").strip()
     if not key:
-        raise UsageError(f"no API key: set the environment variable {cfg.api.key_env} "
-                         "(api.key_env names it)")
+        raise UsageError(
+            f"no API key: set the environment variable {cfg.api.key_env} (api.key_env names it)"
+        )
     return key
 
 
-def run_import(config: Config | str | Path, inputs: Sequence[str | Path] | None = None,
-               **options: Any) -> Report:
+def run_import(
+    config: Config | str | Path, inputs: Sequence[str | Path] | None = None, **options: Any
+) -> Report:
     """Import every row: the blocking form of :func:`run_import_async` (same options)."""
-    return anyio.run(functools.partial(run_import_async, config, inputs, **options),
-                     backend="asyncio")
+    return anyio.run(
+        functools.partial(run_import_async, config, inputs, **options), backend="asyncio"
+    )
 
 
 async def run_import_async(
-    config: Config | str | Path, inputs: Sequence[str | Path] | None = None, *,
-    rejects: str | Path | None = None, report: str | Path | None = None,
-    progress: bool = False, dry_run: bool = False, api_url: str | None = None,
-    key: str | None = None, rate: float | None = None, concurrency: int | None = None,
+    config: Config | str | Path,
+    inputs: Sequence[str | Path] | None = None,
+    *,
+    rejects: str | Path | None = None,
+    report: str | Path | None = None,
+    progress: bool = False,
+    dry_run: bool = False,
+    api_url: str | None = None,
+    key: str | None = None,
+    rate: float | None = None,
+    concurrency: int | None = None,
     allow_insecure_http: bool = False,
     sleep: Callable[[float], Awaitable[None]] | None = None,
-    state: str | Path | None = None, restart: bool = False,
-    stop: anyio.Event | None = None, shard: Shard | None = None,
+    state: str | Path | None = None,
+    restart: bool = False,
+    stop: anyio.Event | None = None,
+    shard: Shard | None = None,
     on_progress: ProgressCallback | None = None,
 ) -> Report:
     """Read, validate and send every valid row once; write rejects and report.
@@ -386,12 +478,22 @@ async def run_import_async(
     if shard is not None:
         shard = check_shard(shard)
         if dry_run:
-            raise UsageError("a dry run validates every row and takes no shard: drop the "
-                             "shard (or --shard) to validate")
+            raise UsageError(
+                "a dry run validates every row and takes no shard: drop the "
+                "shard (or --shard) to validate"
+            )
     if dry_run:
-        return await anyio.to_thread.run_sync(functools.partial(
-            validate, config, inputs, rejects=rejects, report=report, progress=progress,
-            on_progress=on_progress))
+        return await anyio.to_thread.run_sync(
+            functools.partial(
+                validate,
+                config,
+                inputs,
+                rejects=rejects,
+                report=report,
+                progress=progress,
+                on_progress=on_progress,
+            )
+        )
     # The network stack loads only when sending (a dry run stays lighter).
     from .dispatch import Settling, Straggler, dispatch
     from .sender import Sender, SendSettings
@@ -402,20 +504,41 @@ async def run_import_async(
     url = resolve_url(cfg, api_url, allow_insecure_http=allow_insecure_http)
     ca_bundle = cfg.resolve(cfg.api.ca_bundle) if cfg.api.ca_bundle else None
     settings = SendSettings(
-        url=url, key=key or read_key(cfg),
-        concurrency=concurrency or cfg.api.concurrency, timeout=cfg.api.timeout,
+        url=url,
+        key=key or read_key(cfg),
+        concurrency=concurrency or cfg.api.concurrency,
+        timeout=cfg.api.timeout,
         max_attempts=cfg.api.max_attempts,
-        rate_limit=cfg.api.rate_limit if rate is None else rate, burst=cfg.api.burst,
-        tls=tls_context(ca_bundle, where=f"{cfg.origin}: api.ca_bundle"))
-    run = await anyio.to_thread.run_sync(functools.partial(
-        open_session, cfg, inputs, rejects, report, progress=progress, dry_run=False,
-        started=started, ledger=ledger_of(cfg, state, url, shard), restart=restart))
+        rate_limit=cfg.api.rate_limit if rate is None else rate,
+        burst=cfg.api.burst,
+        tls=tls_context(ca_bundle, where=f"{cfg.origin}: api.ca_bundle"),
+    )
+    run = await anyio.to_thread.run_sync(
+        functools.partial(
+            open_session,
+            cfg,
+            inputs,
+            rejects,
+            report,
+            progress=progress,
+            dry_run=False,
+            started=started,
+            ledger=ledger_of(cfg, state, url, shard),
+            restart=restart,
+        )
+    )
     result = run.result
     if shard is not None:
         result.shard = f"{shard[0]}/{shard[1]}"
     resume = run.resume
-    bar = tqdm(total=run.total_rows, unit="rows", desc="import", file=sys.stderr,
-               disable=not progress, smoothing=0.1)
+    bar = tqdm(
+        total=run.total_rows,
+        unit="rows",
+        desc="import",
+        file=sys.stderr,
+        disable=not progress,
+        smoothing=0.1,
+    )
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
     # File and polars work (rejects, tallies) runs on the outbox's thread, never on the loop.
     outbox = Outbox(backlog=_AHEAD)
@@ -437,8 +560,9 @@ async def run_import_async(
         if resume is not None:
             final = batch.final_rows()
             rejected = len(batch.rejected_at)
-            resume.settle(batch.prep.source, final, accepted=final.len() - rejected,
-                          rejected=rejected)
+            resume.settle(
+                batch.prep.source, final, accepted=final.len() - rejected, rejected=rejected
+            )
 
     def on_settled(batch: Settling) -> None:
         """Write the API's rejects of a batch (also of one cut short by a stop)."""
@@ -449,8 +573,12 @@ async def run_import_async(
         if code is not None:
             run.reject(row.rejected(code, message))
         if resume is not None:
-            resume.settle(row.source, np.array([row.row], dtype=np.int64),
-                          accepted=int(code is None), rejected=int(code is not None))
+            resume.settle(
+                row.source,
+                np.array([row.row], dtype=np.int64),
+                accepted=int(code is None),
+                rejected=int(code is not None),
+            )
 
     def on_straggler_rejected(row: Straggler, code: str, message: str) -> None:
         outbox.put(functools.partial(record_straggler, row, code, message))
@@ -478,13 +606,20 @@ async def run_import_async(
         async with sender, anyio.create_task_group() as tg:
             tg.start_soon(ticker)
             try:
-                await dispatch(prepared_batches(cfg, run.jobs, seen, resume=resume,
-                                                shard=shard),
-                               sender.attempt, concurrency=settings.concurrency, ahead=_AHEAD,
-                               on_read=on_read, on_settled=on_settled, on_outcome=on_outcome,
-                               on_straggler_rejected=on_straggler_rejected,
-                               on_straggler_accepted=on_straggler_accepted,
-                               on_unsettled=on_settled, sleep=sender.sleep, stop=stop)
+                await dispatch(
+                    prepared_batches(cfg, run.jobs, seen, resume=resume, shard=shard),
+                    sender.attempt,
+                    concurrency=settings.concurrency,
+                    ahead=_AHEAD,
+                    on_read=on_read,
+                    on_settled=on_settled,
+                    on_outcome=on_outcome,
+                    on_straggler_rejected=on_straggler_rejected,
+                    on_straggler_accepted=on_straggler_accepted,
+                    on_unsettled=on_settled,
+                    sleep=sender.sleep,
+                    stop=stop,
+                )
             finally:
                 tg.cancel_scope.cancel()
         result.completed = stop is None or not stop.is_set()
@@ -516,8 +651,9 @@ def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
         outbox.close()
         if run.resume is not None:
             kinds = {j.watermark.kind for j in run.jobs if j.watermark is not None}
-            run.resume.commit(complete=result.completed,
-                              kind=kinds.pop() if len(kinds) == 1 else None)
+            run.resume.commit(
+                complete=result.completed, kind=kinds.pop() if len(kinds) == 1 else None
+            )
             result.resume = run.resume.summary()
     except BaseException as e:
         result.error = result.error or str(e)
@@ -531,14 +667,14 @@ def _close_outputs(outbox: Outbox, run: Session, result: Report) -> None:
                 run.resume.ledger.close()
 
 
-def ledger_of(cfg: Config, state: str | Path | None, url: str, shard: Shard | None = None
-              ) -> tuple[Path, str] | None:
+def ledger_of(
+    cfg: Config, state: str | Path | None, url: str, shard: Shard | None = None
+) -> tuple[Path, str] | None:
     """Where the resume ledger is and whose it is: ``state`` (a CLI path, relative to the
     working folder) or ``output.state`` (relative to the config file), with
     ``.shard-k-of-n`` before the suffix for a shard, and the destination (the API URL);
     None: resuming is off."""
-    path = Path(state) if state else (cfg.resolve(cfg.output.state) if cfg.output.state
-                                      else None)
+    path = Path(state) if state else (cfg.resolve(cfg.output.state) if cfg.output.state else None)
     return None if path is None else (state_path(path, shard), destination(url))
 
 
@@ -562,16 +698,23 @@ def _first_error(e: BaseException) -> BaseException | None:
 def _tick(bar: tqdm[Any], result: Report, sender: Sender, done: int) -> None:
     stats = sender.stats
     bar.n = done
-    bar.set_postfix(accepted=stats.accepted, rejected=result.rejected,
-                    retries=stats.retries, refresh=False)
+    bar.set_postfix(
+        accepted=stats.accepted, rejected=result.rejected, retries=stats.retries, refresh=False
+    )
     bar.refresh()
 
 
 def _sent(run: Session, sender: Sender, done: int) -> Progress:
     stats = sender.stats
-    return Progress(rows_done=done, rows_total=run.total_rows, accepted=stats.accepted,
-                    rejected=run.result.rejected, retries=stats.retries,
-                    throttled=stats.throttled, elapsed_s=time.perf_counter() - run.started)
+    return Progress(
+        rows_done=done,
+        rows_total=run.total_rows,
+        accepted=stats.accepted,
+        rejected=run.result.rejected,
+        retries=stats.retries,
+        throttled=stats.throttled,
+        elapsed_s=time.perf_counter() - run.started,
+    )
 
 
 def _sending(sender: Sender, started: float) -> dict[str, Any]:

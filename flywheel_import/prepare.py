@@ -61,8 +61,15 @@ class Examined:
     prepared: Prepared
 
 
-def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
-            watermark: Watermark | None = None, shard: Shard | None = None) -> Examined:
+def examine(
+    batch: RawBatch,
+    plan: Plan,
+    cfg: Config,
+    *,
+    bodies: bool = True,
+    watermark: Watermark | None = None,
+    shard: Shard | None = None,
+) -> Examined:
     """Everything about a batch that does not depend on other batches (runs in parallel).
 
     With a ``shard``, the rows of other shards become skipped rows: neither sent, rejected,
@@ -77,14 +84,23 @@ def examine(batch: RawBatch, plan: Plan, cfg: Config, *, bodies: bool = True,
             batch.skip = below if batch.skip is None else below | batch.skip
     ts_mapped = plan.timestamp is not None
     events = map_batch(batch.frame, plan, text_times=bodies).with_columns(
-        validation.row_checks(timestamp_mapped=ts_mapped,
-                              require_identity=cfg.validation.require_identity))
-    enc = Encoder(events, timestamp=ts_mapped, identify=plan.identify_constant,
-                  properties=[Member(s.key, s.slot, s.quoted) for s in plan.properties])
+        validation.row_checks(
+            timestamp_mapped=ts_mapped, require_identity=cfg.validation.require_identity
+        )
+    )
+    enc = Encoder(
+        events,
+        timestamp=ts_mapped,
+        identify=plan.identify_constant,
+        properties=[Member(s.key, s.slot, s.quoted) for s in plan.properties],
+    )
     # Rows without an id (none mapped, or the mapped cell empty) get one derived from content.
     derived = pl.col("event_id").is_null()
-    id_bytes = pl.when(derived).then(_DERIVED_ID_JSON).otherwise(
-        json_value(pl.col("event_id")).str.len_bytes())
+    id_bytes = (
+        pl.when(derived)
+        .then(_DERIVED_ID_JSON)
+        .otherwise(json_value(pl.col("event_id")).str.len_bytes())
+    )
     # The body's size is measured, not built: bodies are written for sendable rows only.
     # A derived id is a function of the event's content: equal content, equal id.
     id_key = pl.col("event_id").hash(seed=_ID_SEED)
@@ -137,8 +153,13 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
     return prepared
 
 
-def _own_rows(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
-              candidates: npt.NDArray[np.intp], shard: Shard) -> npt.NDArray[np.bool_]:
+def _own_rows(
+    batch: RawBatch,
+    events: pl.DataFrame,
+    enc: Encoder,
+    candidates: npt.NDArray[np.intp],
+    shard: Shard,
+) -> npt.NDArray[np.bool_]:
     """Which rows of the batch are this shard's: rows that pass every check by their event
     id (derived here if not mapped: the id sent), the others by file and record number."""
     k, n = shard
@@ -172,8 +193,15 @@ def _keep_own_malformed(batch: RawBatch, shard: Shard) -> int:
     return left
 
 
-def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
-             dup_np: npt.NDArray[np.bool_], cfg: Config, *, bodies: bool) -> Prepared:
+def assemble(
+    batch: RawBatch,
+    events: pl.DataFrame,
+    enc: Encoder,
+    dup_np: npt.NDArray[np.bool_],
+    cfg: Config,
+    *,
+    bodies: bool,
+) -> Prepared:
     """Rejects and bodies of a batch, given which rows are duplicates of earlier ones.
 
     ``bodies=False`` (a dry run) skips what only the sending needs: the request texts and the
@@ -182,7 +210,8 @@ def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
     dup = pl.Series(flag(ErrorCode.DUPLICATE_EVENT_ID), dup_np)
     events = events.with_columns(dup)
     good = events.select(
-        pl.col("_ok") & ~dup & ~pl.col(flag(ErrorCode.PAYLOAD_TOO_LARGE))).to_series()
+        pl.col("_ok") & ~dup & ~pl.col(flag(ErrorCode.PAYLOAD_TOO_LARGE))
+    ).to_series()
     bad = ~good
     rows = batch.rows
     if batch.skip is not None:  # settled by an earlier run: neither sent nor rejected again
@@ -190,8 +219,7 @@ def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
         good, bad = good & ~skip, bad & ~skip
         rows -= int(batch.skip.sum())
     # Messages are built for the rejected rows only: usually a handful per batch.
-    bad_rows = events.filter(bad).select(
-        ROW, *validation.describe(cfg.api.max_body_bytes))
+    bad_rows = events.filter(bad).select(ROW, *validation.describe(cfg.api.max_body_bytes))
     rejected = reject_rows(batch.frame.filter(bad), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
@@ -203,10 +231,14 @@ def assemble(batch: RawBatch, events: pl.DataFrame, enc: Encoder,
     if sendable.get_column("_derived").any():
         cores = sendable.select(ROW, "event_id", "_derived", enc.core().alias("core"))
         mask = cores.get_column("_derived")
-        ids = _scatter(cores.get_column("event_id"), mask,
-                       derive_event_ids(cores.get_column("core").filter(mask)))
+        ids = _scatter(
+            cores.get_column("event_id"),
+            mask,
+            derive_event_ids(cores.get_column("core").filter(mask)),
+        )
         send = cores.with_columns(ids.alias("event_id")).select(
-            ROW, "event_id", enc.body_from_core().alias("body"))
+            ROW, "event_id", enc.body_from_core().alias("body")
+        )
     else:
         send = sendable.select(ROW, "event_id", enc.body().alias("body"))
     raw = batch.frame if all_good else batch.frame.filter(good)
@@ -249,11 +281,19 @@ def reject_rows(raw: pl.DataFrame, errors: pl.DataFrame, source: str) -> pl.Data
 
 def malformed_rows(batch: RawBatch) -> pl.DataFrame:
     """Records that could not be parsed: their raw text in ``_raw``."""
-    return pl.DataFrame({
-        "_source": [batch.source.name] * len(batch.bad),
-        "_row": [b.row for b in batch.bad],
-        "_error_code": [ErrorCode.MALFORMED_ROW.value] * len(batch.bad),
-        "_error_message": [b.reason for b in batch.bad],
-        "_raw": [b.raw for b in batch.bad],
-    }, schema={"_source": pl.String, "_row": pl.Int64, "_error_code": pl.String,
-               "_error_message": pl.String, "_raw": pl.String})
+    return pl.DataFrame(
+        {
+            "_source": [batch.source.name] * len(batch.bad),
+            "_row": [b.row for b in batch.bad],
+            "_error_code": [ErrorCode.MALFORMED_ROW.value] * len(batch.bad),
+            "_error_message": [b.reason for b in batch.bad],
+            "_raw": [b.raw for b in batch.bad],
+        },
+        schema={
+            "_source": pl.String,
+            "_row": pl.Int64,
+            "_error_code": pl.String,
+            "_error_message": pl.String,
+            "_raw": pl.String,
+        },
+    )

@@ -66,8 +66,13 @@ class FileProfile:
         return list(self.schema)
 
 
-def profile(src: SourceFile, source: SourceConfig, *, wants_kind: Callable[[str], bool],
-            on_bytes: Callable[[int], None] | None = None) -> FileProfile:
+def profile(
+    src: SourceFile,
+    source: SourceConfig,
+    *,
+    wants_kind: Callable[[str], bool],
+    on_bytes: Callable[[int], None] | None = None,
+) -> FileProfile:
     """Columns, types and row count of ``src``; text kinds only for columns ``wants_kind``."""
     if src.format == "parquet":
         return _parquet_profile(src)
@@ -94,8 +99,9 @@ def profile(src: SourceFile, source: SourceConfig, *, wants_kind: Callable[[str]
     return FileProfile(src, _unify(src, schemas), rows, kinds, is_text=is_csv)
 
 
-def profile_json(src: SourceFile, source: SourceConfig, columns: Sequence[str],
-                 schema: dict[str, pl.DataType]) -> dict[str, JsonShape]:
+def profile_json(
+    src: SourceFile, source: SourceConfig, columns: Sequence[str], schema: dict[str, pl.DataType]
+) -> dict[str, JsonShape]:
     """The :class:`JsonShape` of each JSON-text column (``mapping.properties.json``), from
     every cell of the file, read by the exact reader (the batches are read by it too)."""
     shapes = {c: JsonShape() for c in columns}
@@ -111,8 +117,9 @@ def profile_json(src: SourceFile, source: SourceConfig, columns: Sequence[str],
     return shapes
 
 
-def _native_csv_profile(src: SourceFile, source: SourceConfig,
-                        wants_kind: Callable[[str], bool]) -> FileProfile | None:
+def _native_csv_profile(
+    src: SourceFile, source: SourceConfig, wants_kind: Callable[[str], bool]
+) -> FileProfile | None:
     """polars' own parallel scan, for plain UTF-8 files: several times faster than ours.
 
     It must reach the decision the exact reader would (the same row must give the same event
@@ -128,12 +135,18 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
         return None
     delimiter, quote = csv_dialect(src, source.csv)
     try:
-        if quote is not None and not _quotes_well_placed(src, delimiter, quote,
-                                                         header=source.csv.header):
+        if quote is not None and not _quotes_well_placed(
+            src, delimiter, quote, header=source.csv.header
+        ):
             return None
         names = _reader_names(src, source.csv)
-        lazy = pl.scan_csv(src.path, has_header=source.csv.header, separator=delimiter,
-                           quote_char=quote, infer_schema=False)
+        lazy = pl.scan_csv(
+            src.path,
+            has_header=source.csv.header,
+            separator=delimiter,
+            quote_char=quote,
+            infer_schema=False,
+        )
         found = lazy.collect_schema().names()
         if not names or len(found) != len(names):
             return None
@@ -145,17 +158,22 @@ def _native_csv_profile(src: SourceFile, source: SourceConfig,
         if wanted:
             # The first rows settle what they can (one value that is not a number rules
             # "number" out for the whole file); the scan tests every value for what is open.
-            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted,
-                                 nulls)
+            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted, nulls)
             aggs.append(pl.col(names[-1]).null_count().alias("gaps"))
         open_cols = [c for c in wanted if not stats[c].settled]
         for i, c in enumerate(open_cols):
-            aggs += stats_exprs(c, f"s{i}", numbers=stats[c].all_numbers,
-                                booleans=stats[c].all_booleans, nulls=nulls)
+            aggs += stats_exprs(
+                c,
+                f"s{i}",
+                numbers=stats[c].all_numbers,
+                booleans=stats[c].all_booleans,
+                nulls=nulls,
+            )
         row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
         rows = int(row["rows"])
-        if row.get("gaps") and not _whole_records(src, delimiter, quote, len(names),
-                                                  rows + int(source.csv.header)):
+        if row.get("gaps") and not _whole_records(
+            src, delimiter, quote, len(names), rows + int(source.csv.header)
+        ):
             return None
     except (pl.exceptions.PolarsError, OSError, ValueError, InputError):
         return None
@@ -179,8 +197,9 @@ def _reader_names(src: SourceFile, csv: CsvOptions) -> list[str]:
                 return []
 
 
-def _whole_records(src: SourceFile, delimiter: str, quote: str | None, ncols: int,
-                   records: int) -> bool:
+def _whole_records(
+    src: SourceFile, delimiter: str, quote: str | None, ncols: int, records: int
+) -> bool:
     """Does each of the ``records`` records polars read hold exactly ``ncols`` fields?
 
     Answered for files without quote characters only (then every delimiter byte separates
@@ -220,7 +239,7 @@ def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: 
                 return len(buf) < _QUOTE_CHUNK and buf.count(quote.encode()) % 2 == 0
             if buf[:first_nl].count(quote.encode()) % 2:
                 return False
-            buf = buf[first_nl + 1:]
+            buf = buf[first_nl + 1 :]
         seen, prev = 0, 10  # quotes so far; the byte before ``buf`` (data starts a line)
         while True:
             more = f.read(_QUOTE_CHUNK)
@@ -229,14 +248,15 @@ def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: 
             # The last two bytes wait for the next chunk: a closing quote looks past itself.
             limit = len(block) if final else len(block) - 2
             if limit > 0 and block.count(quote.encode(), 0, limit):
-                ok, found = _edges(np.frombuffer(block, np.uint8), limit, seen, prev, sep, q,
-                                   final=final)
+                ok, found = _edges(
+                    np.frombuffer(block, np.uint8), limit, seen, prev, sep, q, final=final
+                )
                 if not ok:
                     return False
                 seen += found
             if limit > 0:
                 prev = block[limit - 1]
-            buf = block[max(limit, 0):]
+            buf = block[max(limit, 0) :]
             if final:
                 return seen % 2 == 0
 
@@ -244,8 +264,9 @@ def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: 
 _QUOTE_CHUNK = 8 << 20
 
 
-def _edges(data: npt.NDArray[np.uint8], limit: int, seen: int, prev: int, sep: int, q: int,
-           *, final: bool) -> tuple[bool, int]:
+def _edges(
+    data: npt.NDArray[np.uint8], limit: int, seen: int, prev: int, sep: int, q: int, *, final: bool
+) -> tuple[bool, int]:
     """Are the quotes of ``data[:limit]`` at field edges, given ``seen`` quotes before it and
     the byte ``prev`` before it? (ok, quotes found)."""
     at = np.flatnonzero(data[:limit] == q)
@@ -292,31 +313,43 @@ class KindStats:
         return self.any_value and not self.all_numbers and not self.all_booleans
 
     def join(self, other: KindStats) -> KindStats:
-        return KindStats(self.any_value or other.any_value,
-                         self.all_numbers and other.all_numbers,
-                         self.all_booleans and other.all_booleans)
+        return KindStats(
+            self.any_value or other.any_value,
+            self.all_numbers and other.all_numbers,
+            self.all_booleans and other.all_booleans,
+        )
 
     @classmethod
     def from_row(cls, row: dict[str, Any], prefix: str) -> KindStats:
-        return cls(bool(row[f"{prefix}v"]), row[f"{prefix}n"] is not False,
-                   row[f"{prefix}b"] is not False)
+        return cls(
+            bool(row[f"{prefix}v"]), row[f"{prefix}n"] is not False, row[f"{prefix}b"] is not False
+        )
 
 
-def stats_exprs(column: str, prefix: str, *, numbers: bool = True, booleans: bool = True,
-                nulls: Sequence[str] = ()) -> list[pl.Expr]:
+def stats_exprs(
+    column: str,
+    prefix: str,
+    *,
+    numbers: bool = True,
+    booleans: bool = True,
+    nulls: Sequence[str] = (),
+) -> list[pl.Expr]:
     """Aggregations giving :class:`KindStats` of ``column`` (read back by ``from_row``);
     a test already known to fail is left out (its outcome cannot change). ``nulls``: the
     null markers, empty as in the reader."""
     value = cell_value(column, nulls)
-    return [value.is_not_null().any().alias(f"{prefix}v"),
-            (value.str.contains(PLAIN_NUMBER).all() if numbers else pl.lit(False))
-            .alias(f"{prefix}n"),
-            (value.str.contains(PLAIN_BOOLEAN).all() if booleans else pl.lit(False))
-            .alias(f"{prefix}b")]
+    return [
+        value.is_not_null().any().alias(f"{prefix}v"),
+        (value.str.contains(PLAIN_NUMBER).all() if numbers else pl.lit(False)).alias(f"{prefix}n"),
+        (value.str.contains(PLAIN_BOOLEAN).all() if booleans else pl.lit(False)).alias(
+            f"{prefix}b"
+        ),
+    ]
 
 
-def column_stats(frame: pl.DataFrame, cols: list[str], nulls: Sequence[str] = ()
-                 ) -> dict[str, KindStats]:
+def column_stats(
+    frame: pl.DataFrame, cols: list[str], nulls: Sequence[str] = ()
+) -> dict[str, KindStats]:
     """:class:`KindStats` of each of ``cols`` over the rows of ``frame``."""
     if not cols:
         return {}

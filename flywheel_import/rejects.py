@@ -37,8 +37,14 @@ class RejectsWriter:
     ``__file_id``/``__generation`` are in ``keep``: each rejected row of the whole import once.
     """
 
-    def __init__(self, path: Path, *, store: Path | None = None,
-                 earlier: Sequence[Path] = (), keep: pl.DataFrame | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        store: Path | None = None,
+        earlier: Sequence[Path] = (),
+        keep: pl.DataFrame | None = None,
+    ) -> None:
         self.path = path
         self.count = 0
         self._pending: list[pl.DataFrame] = []
@@ -58,8 +64,11 @@ class RejectsWriter:
         # Rows filtered out of a batch still point into the whole batch's text buffers
         # (polars string views): staged until the next flush, a few rejects a batch would keep
         # every batch of the file in memory. Rebuilding the text copies just these rows.
-        rows = rows.with_columns(pl.concat_str([pl.col(c), pl.lit("")]).alias(c)
-                                 for c, dtype in rows.schema.items() if dtype == pl.String)
+        rows = rows.with_columns(
+            pl.concat_str([pl.col(c), pl.lit("")]).alias(c)
+            for c, dtype in rows.schema.items()
+            if dtype == pl.String
+        )
         self.count += rows.height
         self._columns.update(dict.fromkeys(rows.columns))
         self._pending.append(rows)
@@ -107,8 +116,7 @@ class RejectsWriter:
     def close(self) -> Path:
         """Write the final file atomically (also when empty: a stale file would mislead)."""
         self._flush()
-        data_cols = [c for c in self._columns
-                     if c not in TAIL_COLUMNS and c not in LEDGER_COLUMNS]
+        data_cols = [c for c in self._columns if c not in TAIL_COLUMNS and c not in LEDGER_COLUMNS]
         tail = [c for c in TAIL_COLUMNS if c in self._columns or c != "_raw"]
         order = data_cols + tail
         if self._parts:

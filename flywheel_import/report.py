@@ -64,14 +64,14 @@ class Report:
         if not rejected.height:
             return
         self.rejected += rejected.height
-        per_code = (rejected.lazy()  # one query: this runs on the busiest thread
-                    .select(pl.col("_error_code").str.split(";"), "_source", "_row",
-                            "_error_message")
-                    .explode("_error_code")
-                    .group_by("_error_code", maintain_order=True)
-                    .agg(pl.len(), pl.first("_source"), pl.first("_row"),
-                         pl.first("_error_message"))
-                    .collect())
+        per_code = (
+            rejected.lazy()  # one query: this runs on the busiest thread
+            .select(pl.col("_error_code").str.split(";"), "_source", "_row", "_error_message")
+            .explode("_error_code")
+            .group_by("_error_code", maintain_order=True)
+            .agg(pl.len(), pl.first("_source"), pl.first("_row"), pl.first("_error_message"))
+            .collect()
+        )
         for code, n, source, row, message in per_code.iter_rows():
             entry = self.by_code.setdefault(code, CodeCount())
             entry.count += n
@@ -124,8 +124,10 @@ class Report:
             out["event_names_changed"] = {
                 "rows": self.names_changed_rows,
                 "distinct": len(self.names_changed),
-                "top": [{"from": source, "to": sent, "count": count}
-                        for source, sent, count in self.top_name_changes()],
+                "top": [
+                    {"from": source, "to": sent, "count": count}
+                    for source, sent, count in self.top_name_changes()
+                ],
             }
         if not self.dry_run:
             out["accepted"] = self.accepted
@@ -150,56 +152,81 @@ class Report:
         lines = []
         head = "Dry run" if self.dry_run else "Import"
         state = "finished" if self.completed else "STOPPED"
-        lines.append(f"{head} {state}: {self.rows_read:,} rows read from {self.files} file(s) "
-                     f"in {self.duration_s:.1f}s ({self.rows_per_s:,.0f} rows/s)")
+        lines.append(
+            f"{head} {state}: {self.rows_read:,} rows read from {self.files} file(s) "
+            f"in {self.duration_s:.1f}s ({self.rows_per_s:,.0f} rows/s)"
+        )
         if self.dry_run:
             lines.append(f"  valid (would be sent): {self.valid:,}")
         else:
             lines.append(f"  accepted: {self.accepted:,}")
             s = self.sending
             if s:
-                lines.append(f"  requests: {s.get('requests', 0):,}, retries: "
-                             f"{s.get('retries', 0):,}, 429s: {s.get('throttled', 0):,}, "
-                             f"latency p50/p99: {s.get('latency_p50_ms', 0)}/"
-                             f"{s.get('latency_p99_ms', 0)} ms, "
-                             f"{s.get('events_per_s', 0):,} events/s")
+                lines.append(
+                    f"  requests: {s.get('requests', 0):,}, retries: "
+                    f"{s.get('retries', 0):,}, 429s: {s.get('throttled', 0):,}, "
+                    f"latency p50/p99: {s.get('latency_p50_ms', 0)}/"
+                    f"{s.get('latency_p99_ms', 0)} ms, "
+                    f"{s.get('events_per_s', 0):,} events/s"
+                )
         if not self.dry_run and not self.completed:
             unsettled = self.rows_read - self.accepted - self.rejected
             lines.append(f"  not settled (still to do): {unsettled:,}")
-        lines.append(f"  rejected: {self.rejected:,}"
-                     + (f" (see {self.rejects_path})" if self.rejected and self.rejects_path
-                        else ""))
+        lines.append(
+            f"  rejected: {self.rejected:,}"
+            + (f" (see {self.rejects_path})" if self.rejected and self.rejects_path else "")
+        )
         for code, c in sorted(self.by_code.items(), key=lambda kv: -kv[1].count):
             ex = c.example or {}
             where = f"{ex.get('source')}:{ex.get('row')}" if ex else ""
-            lines.append(f"    {code:<26} {c.count:>10,}  e.g. {where} {ex.get('message', '')}"
-                         .rstrip())
+            lines.append(
+                f"    {code:<26} {c.count:>10,}  e.g. {where} {ex.get('message', '')}".rstrip()
+            )
         if self.skipped_watermark:
-            lines.append(f"  skipped (at or below the last run's watermark): "
-                         f"{self.skipped_watermark:,}")
+            lines.append(
+                f"  skipped (at or below the last run's watermark): {self.skipped_watermark:,}"
+            )
         if self.shard is not None:
-            lines.append(f"  shard {self.shard}: {self.skipped_shard:,} rows left to the "
-                         "other shards")
+            lines.append(
+                f"  shard {self.shard}: {self.skipped_shard:,} rows left to the other shards"
+            )
         for s in self.shards or ():
-            state = ("finished" if s.get("completed") else "stopped"
-                     if s.get("stopped") or s.get("exit_code") in (130, 143) else "FAILED")
-            lines.append(f"  shard {s['shard']}: {state}, {s.get('rows_read', 0):,} read, "
-                         f"{s.get('accepted', 0):,} accepted, {s.get('rejected', 0):,} "
-                         f"rejected (exit {s.get('exit_code')})")
+            state = (
+                "finished"
+                if s.get("completed")
+                else "stopped"
+                if s.get("stopped") or s.get("exit_code") in (130, 143)
+                else "FAILED"
+            )
+            lines.append(
+                f"  shard {s['shard']}: {state}, {s.get('rows_read', 0):,} read, "
+                f"{s.get('accepted', 0):,} accepted, {s.get('rejected', 0):,} "
+                f"rejected (exit {s.get('exit_code')})"
+            )
         if self.resume is not None:
             r = self.resume
-            earlier = (f"; {r['files_already_imported']:,} file(s) already imported"
-                       if r.get("files_already_imported") else "")
-            skipped = (f", {r['rows_settled_earlier']:,} rows settled by earlier runs skipped"
-                       if r.get("rows_settled_earlier") else "")
-            lines.append(f"  whole import so far: {r['accepted']:,} accepted, "
-                         f"{r['rejected']:,} rejected{skipped}{earlier}")
+            earlier = (
+                f"; {r['files_already_imported']:,} file(s) already imported"
+                if r.get("files_already_imported")
+                else ""
+            )
+            skipped = (
+                f", {r['rows_settled_earlier']:,} rows settled by earlier runs skipped"
+                if r.get("rows_settled_earlier")
+                else ""
+            )
+            lines.append(
+                f"  whole import so far: {r['accepted']:,} accepted, "
+                f"{r['rejected']:,} rejected{skipped}{earlier}"
+            )
         if self.stopped:
             lines.append(f"  stopped by {self.stopped}: run the same command again to go on")
         if self.names_changed_rows:
             top = self.top_name_changes(SUMMARY_NAME_CHANGES)
-            lines.append(f"  event names changed: {self.names_changed_rows:,} rows, "
-                         f"{len(self.names_changed):,} distinct; most frequent:")
+            lines.append(
+                f"  event names changed: {self.names_changed_rows:,} rows, "
+                f"{len(self.names_changed):,} distinct; most frequent:"
+            )
             lines.extend(f"    {source!r} -> {sent}  {count:,}" for source, sent, count in top)
         if self.error:
             lines.append(f"  error: {self.error}")

@@ -53,10 +53,13 @@ def config_fingerprint(cfg: Config) -> str:
 
     Not the API settings (rate, concurrency) nor batch sizes: they change how, not what.
     """
-    what = {"mapping": cfg.mapping.model_dump(mode="json"),
-            "validation": cfg.validation.model_dump(mode="json"),
-            "csv": cfg.source.csv.model_dump(mode="json"), "format": cfg.source.format,
-            "max_body_bytes": cfg.api.max_body_bytes}
+    what = {
+        "mapping": cfg.mapping.model_dump(mode="json"),
+        "validation": cfg.validation.model_dump(mode="json"),
+        "csv": cfg.source.csv.model_dump(mode="json"),
+        "format": cfg.source.format,
+        "max_body_bytes": cfg.api.max_body_bytes,
+    }
     text = json.dumps(what, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:32]
 
@@ -88,8 +91,9 @@ class Resume:
     run on the outbox thread only (one writer).
     """
 
-    def __init__(self, ledger: Ledger, cfg: Config, files: list[SourceFile], *,
-                 restart: bool = False) -> None:
+    def __init__(
+        self, ledger: Ledger, cfg: Config, files: list[SourceFile], *, restart: bool = False
+    ) -> None:
         self.ledger = ledger
         config = config_fingerprint(cfg)
         self.states: dict[str, FileState] = {}
@@ -113,16 +117,19 @@ class Resume:
         self._commit_rows = max(1, min(cfg.source.batch_rows, 50_000))
         self.writer: RejectsWriter | None = None
         self.watermark = watermark.spec(cfg)
-        self.mark = (None if self.watermark is None or restart
-                     else ledger.watermark(self.watermark.column))
+        self.mark = (
+            None if self.watermark is None or restart else ledger.watermark(self.watermark.column)
+        )
         self._kind: str | None = None
         self._top: float | None = None
 
     def rejects_writer(self, path: Path) -> RejectsWriter:
         """The rejects file of the whole import: earlier runs' parts kept, each row once."""
         gens = self.ledger.current_generations()
-        keep = pl.DataFrame({"__file_id": list(gens), "__generation": list(gens.values())},
-                            schema={"__file_id": pl.Int64, "__generation": pl.Int64})
+        keep = pl.DataFrame(
+            {"__file_id": list(gens), "__generation": list(gens.values())},
+            schema={"__file_id": pl.Int64, "__generation": pl.Int64},
+        )
         parts = self.ledger.parts_dir
         earlier = [parts / n for n in self.ledger.part_names() if (parts / n).exists()]
         self.writer = RejectsWriter(path, store=parts, earlier=earlier, keep=keep)
@@ -151,8 +158,10 @@ class Resume:
         if not rows.height:
             return rows
         state = self.states[rows.get_column("_source")[0]]
-        return rows.with_columns(pl.lit(state.id, pl.Int64).alias(LEDGER_COLUMNS[0]),
-                                 pl.lit(state.generation, pl.Int64).alias(LEDGER_COLUMNS[1]))
+        return rows.with_columns(
+            pl.lit(state.id, pl.Int64).alias(LEDGER_COLUMNS[0]),
+            pl.lit(state.generation, pl.Int64).alias(LEDGER_COLUMNS[1]),
+        )
 
     def settle(self, source: str, rows: pl.Series | I64, *, accepted: int, rejected: int) -> None:
         """These records have their final outcome (their rejects already handed to the
@@ -165,8 +174,10 @@ class Resume:
         if rejected:
             self._rejected[source] = self._rejected.get(source, 0) + rejected
         self._pending_rows += len(arr)
-        if (self._pending_rows >= self._commit_rows
-                or time.monotonic() - self._last >= _COMMIT_EVERY):
+        if (
+            self._pending_rows >= self._commit_rows
+            or time.monotonic() - self._last >= _COMMIT_EVERY
+        ):
             self.commit()
 
     def saw_watermark(self, largest: float | None) -> None:
@@ -184,8 +195,7 @@ class Resume:
             for src in self.todo:
                 state = self.states[src.name]
                 new = settled.get(src.name)
-                done[src.name] = len(state.settled.union(new) if new is not None
-                                     else state.settled)
+                done[src.name] = len(state.settled.union(new) if new is not None else state.settled)
         self.ledger.commit(settled, self._accepted, self._rejected, parts, done)
         if complete and self.watermark is not None and self._top is not None and kind:
             # Only a completed run moves the mark (and never back).
@@ -198,6 +208,10 @@ class Resume:
 
     def summary(self) -> dict[str, Any]:
         """The whole import so far at this destination (for the report)."""
-        return {"state": str(self.ledger.path), "destination": self.ledger.destination,
-                "files_already_imported": len(self.done),
-                "rows_settled_earlier": self.skipped_rows, **self.ledger.totals()}
+        return {
+            "state": str(self.ledger.path),
+            "destination": self.ledger.destination,
+            "files_already_imported": len(self.done),
+            "rows_settled_earlier": self.skipped_rows,
+            **self.ledger.totals(),
+        }

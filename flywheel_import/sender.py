@@ -45,7 +45,6 @@ __all__ = [
 ]
 
 
-
 def _version() -> str:
     """The package's version, looked up lazily: the package's ``__init__`` may import us."""
     try:
@@ -87,11 +86,14 @@ class SendSettings:
     def __post_init__(self) -> None:
         parsed = yarl.URL(self.url)
         if parsed.scheme not in ("http", "https") or not parsed.host:
-            raise UsageError("API URL must be http(s)://host[:port][/path], got "
-                             f"{redact_userinfo(self.url)!r}")
+            raise UsageError(
+                f"API URL must be http(s)://host[:port][/path], got {redact_userinfo(self.url)!r}"
+            )
         if parsed.user is not None or parsed.password is not None:
-            raise UsageError("API URL must not carry a user or password (the key is sent in "
-                             f"its own header): got {redact_userinfo(self.url)!r}")
+            raise UsageError(
+                "API URL must not carry a user or password (the key is sent in "
+                f"its own header): got {redact_userinfo(self.url)!r}"
+            )
         if not self.key or any(not c.isprintable() for c in self.key):
             raise UsageError("API key is empty or contains a line break or control character")
         if self.concurrency < 1 or self.max_attempts < 1:
@@ -279,7 +281,8 @@ class Sender:
             self._route = {"proxy": self._proxy, "headers": self._headers}
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
-                limit=s.concurrency, ttl_dns_cache=300, ssl=s.tls or tls_context()),
+                limit=s.concurrency, ttl_dns_cache=300, ssl=s.tls or tls_context()
+            ),
             # The pool holds one connection per worker, so `total` is the request's own time.
             timeout=aiohttp.ClientTimeout(total=s.timeout),
             headers=None if self._proxy else self._headers,
@@ -336,8 +339,7 @@ class Sender:
         failure: Failure | None = None
         sent = clock()
         try:
-            resp = await session.post(
-                self._url, data=body, allow_redirects=False, **self._route)
+            resp = await session.post(self._url, data=body, allow_redirects=False, **self._route)
             try:
                 status = resp.status
                 if not 200 <= status < 300:  # a 2xx body says nothing we need
@@ -346,8 +348,12 @@ class Sender:
             finally:
                 resp.release()
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            failure = describe(exc, timeout=self.settings.timeout, proxy=self._proxy,
-                               variable=proxy_variable(self._url))
+            failure = describe(
+                exc,
+                timeout=self.settings.timeout,
+                proxy=self._proxy,
+                variable=proxy_variable(self._url),
+            )
             status, error = None, failure.text
         stats.record_latency(clock() - sent)
         verdict = classify(status, data, headers, error, secrets=self._secrets)
@@ -369,8 +375,12 @@ class Sender:
             self._abort = abort_message(status, message, str(self._url))
             raise ApiAbort(self._abort)
         if failure is not None:
-            stop = self._reach.on_failure(failure.kind, message or failure.text, clock(),
-                                          last=attempt >= self.settings.max_attempts)
+            stop = self._reach.on_failure(
+                failure.kind,
+                message or failure.text,
+                clock(),
+                last=attempt >= self.settings.max_attempts,
+            )
             if stop is not None:
                 self._abort = stop
                 raise ApiAbort(stop)

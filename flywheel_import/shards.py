@@ -57,8 +57,9 @@ def parse_shard(text: str) -> Shard:
 def check_shard(shard: Shard) -> Shard:
     k, n = shard
     if not (isinstance(k, int) and isinstance(n, int)) or n < 1 or not 0 <= k < n:
-        raise UsageError(f"shard {k}/{n}: K must be 0 to N-1 and N at least 1 "
-                         "(shards of 3 are 0/3, 1/3, 2/3)")
+        raise UsageError(
+            f"shard {k}/{n}: K must be 0 to N-1 and N at least 1 (shards of 3 are 0/3, 1/3, 2/3)"
+        )
     return (k, n)
 
 
@@ -68,8 +69,9 @@ def shard_of_ids(ids: pl.Series, n: int) -> npt.NDArray[np.int64]:
     return (lane % np.uint64(n)).astype(np.int64)
 
 
-def shard_of_records(source: str, rows: npt.NDArray[np.int64] | Sequence[int],
-                     n: int) -> npt.NDArray[np.int64]:
+def shard_of_records(
+    source: str, rows: npt.NDArray[np.int64] | Sequence[int], n: int
+) -> npt.NDArray[np.int64]:
     """The shard of records known only by their place: the file's base name (the same
     whatever folder or bucket it is read from) and the record number."""
     base = source.rstrip("/").rsplit("/", 1)[-1]
@@ -89,6 +91,7 @@ def state_path(path: Path, shard: Shard | None) -> Path:
 
 # --- N local processes -----------------------------------------------------------------------
 
+
 @dataclass(slots=True)
 class Child:
     shard: Shard
@@ -105,9 +108,17 @@ def child_options(processes: int, rate: float, concurrency: int) -> tuple[float,
     return (rate / processes if rate else 0.0), max(1, math.ceil(concurrency / processes))
 
 
-def run_processes(argv: Sequence[str], processes: int, *, config: str,
-                  rejects: str | None, report: str | None, rate: float | None,
-                  concurrency: int | None, err: IO[str]) -> tuple[int, Any]:
+def run_processes(
+    argv: Sequence[str],
+    processes: int,
+    *,
+    config: str,
+    rejects: str | None,
+    report: str | None,
+    rate: float | None,
+    concurrency: int | None,
+    err: IO[str],
+) -> tuple[int, Any]:
     """Run ``flywheel-import run <argv> --shard k/N`` for each k as subprocesses, wait for
     all, merge their outputs; returns (exit code, merged :class:`~.report.Report`).
 
@@ -121,8 +132,8 @@ def run_processes(argv: Sequence[str], processes: int, *, config: str,
     cfg = as_config(config)
     rejects_path, report_path = output_paths(cfg, rejects, report)
     rate_each, conc_each = child_options(
-        processes, cfg.api.rate_limit if rate is None else rate,
-        concurrency or cfg.api.concurrency)
+        processes, cfg.api.rate_limit if rate is None else rate, concurrency or cfg.api.concurrency
+    )
     near = (rejects_path or report_path or Path.cwd()).parent
     work = Path(tempfile.mkdtemp(prefix=".flywheel-shards-", dir=near))
     received: list[str] = []
@@ -140,13 +151,26 @@ def run_processes(argv: Sequence[str], processes: int, *, config: str,
         for k in range(processes):
             rej = work / f"rejects-{k}.parquet" if rejects_path is not None else None
             rep = work / f"report-{k}.json"
-            cmd = [sys.executable, "-m", "flywheel_import", "run", *argv,
-                   "--shard", f"{k}/{processes}", "--report", str(rep),
-                   "--rate", repr(rate_each), "--concurrency", str(conc_each)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "flywheel_import",
+                "run",
+                *argv,
+                "--shard",
+                f"{k}/{processes}",
+                "--report",
+                str(rep),
+                "--rate",
+                repr(rate_each),
+                "--concurrency",
+                str(conc_each),
+            ]
             if rej is not None:
                 cmd += ["--rejects", str(rej)]
-            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
+            proc = subprocess.Popen(
+                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            )
             child = Child((k, processes), proc, rej, rep)
             child.pump = threading.Thread(target=_pump, args=(child, err), daemon=True)
             child.pump.start()
@@ -173,8 +197,11 @@ def run_processes(argv: Sequence[str], processes: int, *, config: str,
         code = c.proc.returncode
         if code not in (0, 1) and not received:
             why = c.stderr_tail[-1] if c.stderr_tail else f"exit {code}"
-            print(f"flywheel-import: shard {c.shard[0]}/{processes} failed (exit {code}): "
-                  f"{why}", file=err, flush=True)
+            print(
+                f"flywheel-import: shard {c.shard[0]}/{processes} failed (exit {code}): {why}",
+                file=err,
+                flush=True,
+            )
     return worst([c.proc.returncode for c in children], received), merged
 
 
@@ -183,8 +210,7 @@ def worst(codes: Sequence[int], received: Sequence[str] = ()) -> int:
     (3 > 2 > 1 > 0; an unexpected code, a child killed by a signal, counts as 4)."""
     if received:
         return 143 if received[0] == "SIGTERM" else 130
-    return max((c if c in _SEVERITY else 4 for c in codes), key=_SEVERITY.__getitem__,
-               default=0)
+    return max((c if c in _SEVERITY else 4 for c in codes), key=_SEVERITY.__getitem__, default=0)
 
 
 def _pump(child: Child, err: IO[str]) -> None:
@@ -221,8 +247,9 @@ def merge_reports(children: Sequence[Child], rejects: Path | None) -> Any:
         shards.append(entry)
         if data is None:
             merged.completed = False
-            errors.append(f"shard {k}/{n}: "
-                          + (c.stderr_tail[-1] if c.stderr_tail else "no report"))
+            errors.append(
+                f"shard {k}/{n}: " + (c.stderr_tail[-1] if c.stderr_tail else "no report")
+            )
             continue
         merged.files = max(merged.files, int(data.get("files", 0)))
         for name in ("rows_read", "valid", "accepted", "rejected", "skipped_watermark"):
@@ -251,8 +278,13 @@ def merge_reports(children: Sequence[Child], rejects: Path | None) -> Any:
     merged.shards = shards
     if rejects is not None:
         # A shard without rejects wrote an empty file whose columns are all text: left out.
-        parts = [c.rejects for c in children if c.rejects is not None and c.rejects.exists()
-                 and pl.scan_parquet(c.rejects).select(pl.len()).collect().item()]
+        parts = [
+            c.rejects
+            for c in children
+            if c.rejects is not None
+            and c.rejects.exists()
+            and pl.scan_parquet(c.rejects).select(pl.len()).collect().item()
+        ]
         merged.rejects_path = str(RejectsWriter(rejects, earlier=parts).close())
     return merged
 
@@ -277,4 +309,3 @@ def child_argv(args: Any, inputs: Sequence[str]) -> list[str]:
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     return argv
-

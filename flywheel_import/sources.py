@@ -51,8 +51,9 @@ class RawBatch:
         return self.frame.height + len(self.bad)
 
 
-def read_batches(src: SourceFile, csv: CsvOptions, batch_rows: int,
-                 schema: dict[str, pl.DataType] | None = None) -> Iterator[RawBatch]:
+def read_batches(
+    src: SourceFile, csv: CsvOptions, batch_rows: int, schema: dict[str, pl.DataType] | None = None
+) -> Iterator[RawBatch]:
     """Yield the file's rows in batches; ``schema`` is the NDJSON file's nested types from
     preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs."""
     try:
@@ -116,8 +117,9 @@ def _utf8_chunks(src: SourceFile, csv: CsvOptions) -> Iterator[tuple[bytes, int]
                     raise InputError(f"{src.name}: not valid {csv.encoding}: {e.reason}") from None
 
 
-def _csv_blocks(src: SourceFile, csv: CsvOptions, splitter: RecordSplitter
-                ) -> Iterator[tuple[Block, int]]:
+def _csv_blocks(
+    src: SourceFile, csv: CsvOptions, splitter: RecordSplitter
+) -> Iterator[tuple[Block, int]]:
     chunks = _utf8_chunks(src, csv)
     while True:
         item = next(chunks, None)
@@ -143,8 +145,10 @@ def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[
         consumed, unreported = consumed + unreported, 0
         frame = _parse_block(src, block.data, names or [], delimiter, quote, csv.null_values)
         if frame.height != len(block.rows):
-            raise InputError(f"{src.name}: internal record count mismatch near record "
-                             f"{int(block.rows[0]) if len(block.rows) else '?'}")
+            raise InputError(
+                f"{src.name}: internal record count mismatch near record "
+                f"{int(block.rows[0]) if len(block.rows) else '?'}"
+            )
         frame = frame.insert_column(0, pl.Series(ROW, block.rows, dtype=pl.Int64))
         yield from _slices(src, frame, block.bad, batch_rows, consumed)
 
@@ -172,28 +176,43 @@ def cell_value(name: str, null_values: Sequence[str] = ()) -> pl.Expr:
     return pl.when((col != "") & ~col.is_in(list(null_values))).then(col)
 
 
-def _parse_block(src: SourceFile, data: bytes, names: list[str], delimiter: str,
-                 quote: str | None, null_values: Sequence[str] = ()) -> pl.DataFrame:
+def _parse_block(
+    src: SourceFile,
+    data: bytes,
+    names: list[str],
+    delimiter: str,
+    quote: str | None,
+    null_values: Sequence[str] = (),
+) -> pl.DataFrame:
     schema = dict.fromkeys(names, pl.String)
     if not data:
         return pl.DataFrame(schema=schema)
-    frame = pl.read_csv(io.BytesIO(data), has_header=False, schema=schema,
-                        separator=delimiter, quote_char=quote, empty_string_is_null=True,
-                        raise_if_empty=False, try_parse_dates=False)
+    frame = pl.read_csv(
+        io.BytesIO(data),
+        has_header=False,
+        schema=schema,
+        separator=delimiter,
+        quote_char=quote,
+        empty_string_is_null=True,
+        raise_if_empty=False,
+        try_parse_dates=False,
+    )
     # An empty cell, quoted ("") or not, is "no value": omitted, never sent as "".
     return frame.with_columns(cell_value(n, null_values).alias(n) for n in names)
 
 
-def _slices(src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_rows: int,
-            consumed: int) -> Iterator[RawBatch]:
+def _slices(
+    src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_rows: int, consumed: int
+) -> Iterator[RawBatch]:
     if frame.height <= batch_rows:
         if frame.height or bad or consumed:
             yield RawBatch(src, frame, bad, consumed)
         return
     for off in range(0, frame.height, batch_rows):
         first = off == 0
-        yield RawBatch(src, frame.slice(off, batch_rows), bad if first else [],
-                       consumed if first else 0)
+        yield RawBatch(
+            src, frame.slice(off, batch_rows), bad if first else [], consumed if first else 0
+        )
 
 
 # --- Parquet ---------------------------------------------------------------------------------
@@ -245,15 +264,15 @@ def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
                 next_row += rb.num_rows
                 yield RawBatch(src, frame, bad, total_bytes * rb.num_rows // total_rows)
         except (OSError, ValueError, pa.ArrowException) as e:
-            raise InputError(f"{src.name}: Parquet data unreadable near row {next_row}: {e}"
-                             ) from None
+            raise InputError(
+                f"{src.name}: Parquet data unreadable near row {next_row}: {e}"
+            ) from None
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
 
 
-def parquet_frame(src: SourceFile, rb: Any, first_row: int
-                  ) -> tuple[pl.DataFrame, list[BadRecord]]:
+def parquet_frame(src: SourceFile, rb: Any, first_row: int) -> tuple[pl.DataFrame, list[BadRecord]]:
     """One Arrow record batch -> a flattened frame with ``__row``, and the rows that cannot be
     represented (see :mod:`.arrowtypes`) as bad records."""
     from .arrowtypes import convert, row_text
@@ -267,8 +286,10 @@ def parquet_frame(src: SourceFile, rb: Any, first_row: int
     bad: list[BadRecord] = []
     if converted.problems:
         at = list(converted.problems)
-        bad = [BadRecord(int(rows[i]), raw, converted.problems[i])
-               for i, raw in zip(at, row_text(rb, at), strict=True)]
+        bad = [
+            BadRecord(int(rows[i]), raw, converted.problems[i])
+            for i, raw in zip(at, row_text(rb, at), strict=True)
+        ]
         keep = np.ones(rb.num_rows, dtype=np.bool_)
         keep[at] = False
         frame, rows = frame.filter(pl.Series(keep)), rows[keep]
@@ -294,9 +315,11 @@ def flatten(frame: pl.DataFrame, source: str) -> pl.DataFrame:
                 exprs.append(pl.col(name))
         if len(set(names)) != len(names):
             twice = sorted({n for n in names if names.count(n) > 1})
-            raise InputError(f"{source}: column name(s) {', '.join(map(repr, twice))} appear "
-                             "twice once nested keys are flattened (as written, and as "
-                             "parent.child)")
+            raise InputError(
+                f"{source}: column name(s) {', '.join(map(repr, twice))} appear "
+                "twice once nested keys are flattened (as written, and as "
+                "parent.child)"
+            )
         frame = frame.select(exprs)
     return frame
 
@@ -324,8 +347,13 @@ class _Lines:
         return len(self.lines) + len(self.aside)
 
     def long_line(self, head: bytes) -> None:
-        self.aside.append((self.count, _text(head[:LONG_LINE_HEAD]) + "...",
-                           f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)"))
+        self.aside.append(
+            (
+                self.count,
+                _text(head[:LONG_LINE_HEAD]) + "...",
+                f"line longer than {MAX_LINE_BYTES:,} bytes (the record limit)",
+            )
+        )
 
     def add(self, line: bytes) -> None:
         # polars reads nested values recursively and overflows its stack on very deep ones
@@ -338,8 +366,9 @@ class _Lines:
         self.lines.append(line)
 
 
-def _ndjson_batches(src: SourceFile, batch_rows: int,
-                    schema: dict[str, pl.DataType] | None) -> Iterator[RawBatch]:
+def _ndjson_batches(
+    src: SourceFile, batch_rows: int, schema: dict[str, pl.DataType] | None
+) -> Iterator[RawBatch]:
     """Without ``schema`` (preflight) frames keep objects as structs, for the file's types to be
     merged (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
     next_row = 1
@@ -373,7 +402,7 @@ def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
                 if nl < 0 and not final:
                     yield _Lines([], [], len(raw))
                     continue
-                data, skipping = (data[nl + 1:] if nl >= 0 else b""), False
+                data, skipping = (data[nl + 1 :] if nl >= 0 else b""), False
             elif not final and len(carry) + len(data) > MAX_LINE_BYTES and b"\n" not in data:
                 # The line under way is already too long: keep its start, skip the rest.
                 keep = LONG_LINE_HEAD + 3  # room for a BOM, should the file start with it
@@ -431,9 +460,9 @@ def _read_ndjson(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> p
     return frame
 
 
-def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
-                 schema: dict[str, pl.DataType] | None
-                 ) -> tuple[pl.DataFrame, list[BadRecord], npt.NDArray[np.int64]]:
+def _parse_lines(
+    lines: list[bytes], rows: npt.NDArray[np.int64], schema: dict[str, pl.DataType] | None
+) -> tuple[pl.DataFrame, list[BadRecord], npt.NDArray[np.int64]]:
     """(frame, unparsable lines, row numbers of the frame's rows)."""
     if not lines:
         return pl.DataFrame(schema=schema), [], rows
@@ -470,8 +499,9 @@ def _parse_lines(lines: list[bytes], rows: npt.NDArray[np.int64],
             fits.append(i)
         except (pl.exceptions.PolarsError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            bad.append(BadRecord(int(rows[i]), _text(line),
-                                 f"does not fit the file's types: {first}"))
+            bad.append(
+                BadRecord(int(rows[i]), _text(line), f"does not fit the file's types: {first}")
+            )
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     return frame, sorted(bad, key=lambda b: b.row), rows[fits]
 

@@ -56,8 +56,9 @@ class SpillFolder:
             try:
                 if parent is not None:
                     parent.mkdir(parents=True, exist_ok=True)
-                made = tempfile.mkdtemp(prefix="flywheel-import-seen-",
-                                        dir=None if parent is None else str(parent))
+                made = tempfile.mkdtemp(
+                    prefix="flywheel-import-seen-", dir=None if parent is None else str(parent)
+                )
             except OSError as e:
                 raise self.error(e, parent or Path(tempfile.gettempdir())) from None
             self._path = Path(made)
@@ -72,8 +73,10 @@ class SpillFolder:
     def error(self, e: OSError, where: Path | None = None) -> UsageError:
         """A failure to write here, as the one-line error that ends the run."""
         hint = "" if self._parent is not None else " (TMPDIR chooses another folder)"
-        return UsageError(f"{where or self._path}: cannot write the duplicate check's spill "
-                          f"files: {e.strerror or e}{hint}")
+        return UsageError(
+            f"{where or self._path}: cannot write the duplicate check's spill "
+            f"files: {e.strerror or e}{hint}"
+        )
 
 
 class DiskRun:
@@ -107,7 +110,7 @@ class DiskRun:
                 for chunk in chunks:
                     if not len(chunk):
                         continue
-                    fences.append(chunk[(-length) % PAGE::PAGE].copy())  # not a view
+                    fences.append(chunk[(-length) % PAGE :: PAGE].copy())  # not a view
                     chunk.tofile(out)
                     length += len(chunk)
                     last = chunk[-1:]
@@ -132,10 +135,13 @@ class DiskRun:
         first = np.flatnonzero(np.concatenate(([True], page[1:] != page[:-1])))
         for start in range(0, len(first), _PAGES_PER_RELEASE):
             lo = first[start]
-            hi = first[start + _PAGES_PER_RELEASE] if start + _PAGES_PER_RELEASE < len(
-                first) else len(page)
+            hi = (
+                first[start + _PAGES_PER_RELEASE]
+                if start + _PAGES_PER_RELEASE < len(first)
+                else len(page)
+            )
             # The pages copied, in order, are one sorted array: one search answers them all.
-            values = self._pages[page[first[start:start + _PAGES_PER_RELEASE]]].ravel()
+            values = self._pages[page[first[start : start + _PAGES_PER_RELEASE]]].ravel()
             self._release()
             want = needles[inside[lo:hi]]
             pos = np.searchsorted(values, want)
@@ -176,7 +182,7 @@ _EMPTY: U64 = np.zeros(0, dtype=np.uint64)
 def array_chunks(values: U64, size: int) -> Iterator[U64]:
     """An in-memory run as chunks (views: nothing is copied)."""
     for start in range(0, len(values), size):
-        yield values[start:start + size]
+        yield values[start : start + size]
 
 
 def merge_chunks(sources: list[Iterator[U64]], size: int) -> Iterator[U64]:

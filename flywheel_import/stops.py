@@ -36,8 +36,7 @@ def run_with_signals(config: str | Path, inputs: list[str] | None, **options: An
     return anyio.run(_run, config, inputs, options, backend="asyncio")
 
 
-async def _run(config: str | Path, inputs: list[str] | None,
-               options: dict[str, Any]) -> Report:
+async def _run(config: str | Path, inputs: list[str] | None, options: dict[str, Any]) -> Report:
     stop = anyio.Event()
     received: list[str] = []
     loop = asyncio.get_running_loop()

@@ -15,15 +15,29 @@ from .errors import ConfigError
 RFC3339 = "%Y-%m-%dT%H:%M:%S%.fZ"
 
 # Whole seconds first: a fixed-width pattern parses several times faster than one with %.f.
-_NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%.f",
-                  "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+_NAIVE_FORMATS = (
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S%.f",
+    "%Y-%m-%d %H:%M:%S%.f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+)
 _UNIT_PER_SECOND = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # Years 1..9999 in microseconds: the range RFC 3339 can write.
 _MIN_US, _MAX_US = -62_135_596_800_000_000, 253_402_300_799_999_999
 
 
-def to_utc(expr: pl.Expr, dtype: pl.DataType, *, timezone: str, fmt: str | None,
-           unit: str | None, where: str) -> pl.Expr:
+def to_utc(
+    expr: pl.Expr,
+    dtype: pl.DataType,
+    *,
+    timezone: str,
+    fmt: str | None,
+    unit: str | None,
+    where: str,
+) -> pl.Expr:
     """Expression giving ``Datetime(us, UTC)`` or null where the value cannot be read."""
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone:
@@ -49,8 +63,10 @@ def to_utc(expr: pl.Expr, dtype: pl.DataType, *, timezone: str, fmt: str | None,
 def auto_candidates(text: pl.Expr, timezone: str) -> list[pl.Expr]:
     """Each accepted ISO 8601 shape as its own parse: with an offset first, then naive."""
     aware = text.str.to_datetime("%+", strict=False, time_unit="us").dt.convert_time_zone("UTC")
-    return [aware] + [_localize(text.str.to_datetime(f, strict=False, time_unit="us"), timezone)
-                      for f in _NAIVE_FORMATS]
+    return [aware] + [
+        _localize(text.str.to_datetime(f, strict=False, time_unit="us"), timezone)
+        for f in _NAIVE_FORMATS
+    ]
 
 
 class AutoParser:
@@ -95,14 +111,20 @@ class AutoParser:
 
 def _localize(naive: pl.Expr, timezone: str) -> pl.Expr:
     return naive.dt.replace_time_zone(
-        timezone, ambiguous="null", non_existent="null").dt.convert_time_zone("UTC")
+        timezone, ambiguous="null", non_existent="null"
+    ).dt.convert_time_zone("UTC")
 
 
 def _from_epoch(number: pl.Expr, unit: str) -> pl.Expr:
     micros = (number * (1_000_000 / _UNIT_PER_SECOND[unit])).round(0)
     ok = number.is_finite() & (micros >= _MIN_US) & (micros <= _MAX_US)
-    return pl.when(ok).then(micros.cast(pl.Int64, strict=False)).otherwise(None).cast(
-        pl.Datetime("us")).dt.replace_time_zone("UTC")
+    return (
+        pl.when(ok)
+        .then(micros.cast(pl.Int64, strict=False))
+        .otherwise(None)
+        .cast(pl.Datetime("us"))
+        .dt.replace_time_zone("UTC")
+    )
 
 
 def format_rfc3339(instant: pl.Expr) -> pl.Expr:

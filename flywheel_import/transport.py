@@ -103,8 +103,10 @@ def proxy_for(url: yarl.URL, environ: Mapping[str, str] | None = None) -> yarl.U
         return None
     proxy = yarl.URL(raw if "://" in raw else f"http://{raw}")
     if proxy.scheme != "http" or not proxy.host:
-        raise UsageError(f"{proxy_variable(url)} must be an http://host:port proxy URL, got "
-                         f"{redact_userinfo(raw)!r}")
+        raise UsageError(
+            f"{proxy_variable(url)} must be an http://host:port proxy URL, got "
+            f"{redact_userinfo(raw)!r}"
+        )
     return proxy
 
 
@@ -193,27 +195,38 @@ def describe(
         return _untrusted(exc)
     if isinstance(exc, aiohttp.ClientSSLError):
         reason = _ssl_reason(exc.os_error) or exc.strerror or type(exc).__name__
-        return Failure(Kind.TLS, f"TLS handshake with {host_port(exc.host, exc.port)} failed: "
-                                 f"{reason}; check that api.url is an https endpoint")
+        return Failure(
+            Kind.TLS,
+            f"TLS handshake with {host_port(exc.host, exc.port)} failed: "
+            f"{reason}; check that api.url is an https endpoint",
+        )
     if isinstance(exc, aiohttp.ClientProxyConnectionError):
         where = host_port(exc.host, exc.port)
-        return Failure(Kind.REFUSED, f"cannot connect to proxy {where} ({variable}): "
-                                     f"{_strerror(exc.os_error)}; check {variable}")
+        return Failure(
+            Kind.REFUSED,
+            f"cannot connect to proxy {where} ({variable}): "
+            f"{_strerror(exc.os_error)}; check {variable}",
+        )
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         return _proxy_answer(exc, proxy, variable)
     if isinstance(exc, aiohttp.ClientConnectorError):
         os_error, where = exc.os_error, host_port(exc.host, exc.port)
         if isinstance(exc, aiohttp.ClientConnectorDNSError) or isinstance(
-                os_error, socket.gaierror):
-            return Failure(Kind.DNS, f"cannot resolve host {exc.host}: {_strerror(os_error)}; "
-                                     "check api.url")
+            os_error, socket.gaierror
+        ):
+            return Failure(
+                Kind.DNS, f"cannot resolve host {exc.host}: {_strerror(os_error)}; check api.url"
+            )
         if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
-            return Failure(Kind.REFUSED, f"connection refused by {where}: is the API running? "
-                                         "check api.url")
+            return Failure(
+                Kind.REFUSED, f"connection refused by {where}: is the API running? check api.url"
+            )
         return Failure(Kind.NETWORK, f"cannot connect to {where}: {_strerror(os_error)}")
     text = str(exc)
-    return Failure(Kind.NETWORK, redact_userinfo(f"{type(exc).__name__}: {text}" if text
-                                                 else type(exc).__name__))
+    return Failure(
+        Kind.NETWORK,
+        redact_userinfo(f"{type(exc).__name__}: {text}" if text else type(exc).__name__),
+    )
 
 
 def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> Failure:
@@ -226,8 +239,9 @@ def _untrusted(exc: aiohttp.ClientConnectorCertificateError) -> Failure:
     return Failure(Kind.TLS, f"certificate verify failed for {exc.host}: {reason}; {hint}")
 
 
-def _proxy_answer(exc: aiohttp.ClientHttpProxyError, proxy: yarl.URL | None,
-                  variable: str) -> Failure:
+def _proxy_answer(
+    exc: aiohttp.ClientHttpProxyError, proxy: yarl.URL | None, variable: str
+) -> Failure:
     """The proxy answered the CONNECT with an error status."""
     status = exc.status
     shown = host_port(proxy.host, proxy.port) if proxy is not None and proxy.host else "the proxy"
@@ -235,8 +249,10 @@ def _proxy_answer(exc: aiohttp.ClientHttpProxyError, proxy: yarl.URL | None,
     if 400 <= status < 500:
         hint = f"check {variable}" + (" (its user and password)" if status == 407 else "")
         return Failure(Kind.PROXY_DENIED, f"proxy {shown} refused the tunnel: {answer}; {hint}")
-    return Failure(Kind.REFUSED, f"proxy {shown} could not reach the API ({answer}): "
-                                 f"check api.url and {variable}")
+    return Failure(
+        Kind.REFUSED,
+        f"proxy {shown} could not reach the API ({answer}): check api.url and {variable}",
+    )
 
 
 def _phrase(status: int, message: str | None) -> str:

@@ -31,24 +31,34 @@ def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> list[pl.Exp
     checks = {
         ErrorCode.MISSING_EVENT_NAME: event.is_null(),
         ErrorCode.INVALID_EVENT_NAME: event.is_not_null() & ~event.str.contains(EVENT_NAME),
-        ErrorCode.MISSING_TIMESTAMP: (pl.col("ts_raw").is_null() if timestamp_mapped
-                                      else pl.lit(False)),
-        ErrorCode.INVALID_TIMESTAMP: (pl.col("ts_raw").is_not_null()
-                                      & pl.col("timestamp").is_null()),
-        ErrorCode.MISSING_IDENTITY: (~has_user & pl.col("anonymous_id").is_null()
-                                     if require_identity else pl.lit(False)),
+        ErrorCode.MISSING_TIMESTAMP: (
+            pl.col("ts_raw").is_null() if timestamp_mapped else pl.lit(False)
+        ),
+        ErrorCode.INVALID_TIMESTAMP: (
+            pl.col("ts_raw").is_not_null() & pl.col("timestamp").is_null()
+        ),
+        ErrorCode.MISSING_IDENTITY: (
+            ~has_user & pl.col("anonymous_id").is_null() if require_identity else pl.lit(False)
+        ),
         ErrorCode.IDENTIFY_WITHOUT_USER_ID: pl.col("identify").fill_null(False) & ~has_user,
-        ErrorCode.INVALID_IDENTIFY: (pl.col("identify_raw").is_not_null()
-                                     & pl.col("identify").is_null()),
+        ErrorCode.INVALID_IDENTIFY: (
+            pl.col("identify_raw").is_not_null() & pl.col("identify").is_null()
+        ),
         ErrorCode.INVALID_PROPERTY: pl.col("prop_errors").is_not_null(),
     }
     return [expr.fill_null(False).alias(flag(code)) for code, expr in checks.items()]
 
 
-_ROW_FLAGS = (ErrorCode.MISSING_EVENT_NAME, ErrorCode.INVALID_EVENT_NAME,
-              ErrorCode.MISSING_TIMESTAMP, ErrorCode.INVALID_TIMESTAMP,
-              ErrorCode.MISSING_IDENTITY, ErrorCode.IDENTIFY_WITHOUT_USER_ID,
-              ErrorCode.INVALID_IDENTIFY, ErrorCode.INVALID_PROPERTY)
+_ROW_FLAGS = (
+    ErrorCode.MISSING_EVENT_NAME,
+    ErrorCode.INVALID_EVENT_NAME,
+    ErrorCode.MISSING_TIMESTAMP,
+    ErrorCode.INVALID_TIMESTAMP,
+    ErrorCode.MISSING_IDENTITY,
+    ErrorCode.IDENTIFY_WITHOUT_USER_ID,
+    ErrorCode.INVALID_IDENTIFY,
+    ErrorCode.INVALID_PROPERTY,
+)
 
 
 def passes_row_checks() -> pl.Expr:
@@ -60,23 +70,39 @@ def messages(max_body_bytes: int) -> dict[ErrorCode, pl.Expr]:
     return {
         ErrorCode.MISSING_EVENT_NAME: pl.lit("event name is empty"),
         # The name as read: that is what the user can find in the source (and in the rejects).
-        ErrorCode.INVALID_EVENT_NAME: pl.concat_str([
-            pl.lit("event name "), _quoted("event_raw"),
-            pl.when(pl.col("event_raw") != pl.col("event")).then(
-                pl.lit(" (after names/normalize: ") + _quoted("event") + pl.lit(")")),
-            pl.lit(" must match ^[a-zA-Z0-9_-]+$")], ignore_nulls=True),
+        ErrorCode.INVALID_EVENT_NAME: pl.concat_str(
+            [
+                pl.lit("event name "),
+                _quoted("event_raw"),
+                pl.when(pl.col("event_raw") != pl.col("event")).then(
+                    pl.lit(" (after names/normalize: ") + _quoted("event") + pl.lit(")")
+                ),
+                pl.lit(" must match ^[a-zA-Z0-9_-]+$"),
+            ],
+            ignore_nulls=True,
+        ),
         ErrorCode.MISSING_TIMESTAMP: pl.lit(
-            "timestamp is empty (the API would stamp the event with the time of import)"),
-        ErrorCode.INVALID_TIMESTAMP: pl.lit("timestamp ") + _quoted("ts_raw")
+            "timestamp is empty (the API would stamp the event with the time of import)"
+        ),
+        ErrorCode.INVALID_TIMESTAMP: pl.lit("timestamp ")
+        + _quoted("ts_raw")
         + pl.lit(" is not a valid time (or does not exist in the configured timezone)"),
         ErrorCode.MISSING_IDENTITY: pl.lit("neither user_id nor anonymous_id is set"),
         ErrorCode.IDENTIFY_WITHOUT_USER_ID: pl.lit("identify is true but user_id is empty"),
-        ErrorCode.INVALID_IDENTIFY: pl.lit("identify ") + _quoted("identify_raw")
+        ErrorCode.INVALID_IDENTIFY: pl.lit("identify ")
+        + _quoted("identify_raw")
         + pl.lit(" is not a boolean"),
-        ErrorCode.DUPLICATE_EVENT_ID: pl.when(pl.col("event_id").is_null()).then(pl.lit(
-            "an identical event (same derived event_id) was already seen earlier in this run"))
-        .otherwise(pl.lit("event_id ") + _quoted("event_id")
-                   + pl.lit(" was already seen earlier in this run")),
+        ErrorCode.DUPLICATE_EVENT_ID: pl.when(pl.col("event_id").is_null())
+        .then(
+            pl.lit(
+                "an identical event (same derived event_id) was already seen earlier in this run"
+            )
+        )
+        .otherwise(
+            pl.lit("event_id ")
+            + _quoted("event_id")
+            + pl.lit(" was already seen earlier in this run")
+        ),
         ErrorCode.INVALID_PROPERTY: pl.lit("invalid property ") + pl.col("prop_errors"),
         ErrorCode.PAYLOAD_TOO_LARGE: pl.lit("request body is ")
         + pl.col("body_bytes").cast(pl.String)
@@ -93,7 +119,7 @@ def describe(max_body_bytes: int) -> list[pl.Expr]:
     code = pl.concat_str(codes, separator=";", ignore_nulls=True)
     return [
         pl.when(code != "").then(code).alias("_error_code"),
-        pl.when(code != "").then(pl.concat_str(notes, separator="; ", ignore_nulls=True))
+        pl.when(code != "")
+        .then(pl.concat_str(notes, separator="; ", ignore_nulls=True))
         .alias("_error_message"),
     ]
-

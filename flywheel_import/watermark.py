@@ -61,8 +61,10 @@ def plan(cfg: Config, prof: FileProfile, mark: tuple[str, str] | None) -> Waterm
     if w is None:
         return None
     if w.column not in prof.schema:
-        raise ConfigError(f"{cfg.origin}: mapping.watermark: column {w.column!r} not found in "
-                          f"{prof.source.name} (columns: {', '.join(prof.columns)})")
+        raise ConfigError(
+            f"{cfg.origin}: mapping.watermark: column {w.column!r} not found in "
+            f"{prof.source.name} (columns: {', '.join(prof.columns)})"
+        )
     dtype = prof.schema[w.column]
     col = pl.col(w.column)
     ts = cfg.mapping.timestamp_spec()
@@ -82,16 +84,22 @@ def plan(cfg: Config, prof: FileProfile, mark: tuple[str, str] | None) -> Waterm
         value = source.cast(pl.Float64, strict=False)
     else:
         same = ts is not None and ts.column == w.column
-        value = to_utc(col, dtype, timezone=ts.timezone if ts else "UTC",
-                       fmt=ts.format if same and ts else None,
-                       unit=ts.unit if same and ts else None,
-                       where="mapping.watermark").dt.epoch("us")
+        value = to_utc(
+            col,
+            dtype,
+            timezone=ts.timezone if ts else "UTC",
+            fmt=ts.format if same and ts else None,
+            unit=ts.unit if same and ts else None,
+            where="mapping.watermark",
+        ).dt.epoch("us")
     last = None
     if mark is not None:
         text, stored = mark
         if stored != kind:
-            raise ConfigError(f"{cfg.origin}: mapping.watermark: the last run's mark is a "
-                              f"{stored}, this column reads as a {kind}; set "
-                              f"mapping.watermark.type, or start over with --restart")
+            raise ConfigError(
+                f"{cfg.origin}: mapping.watermark: the last run's mark is a "
+                f"{stored}, this column reads as a {kind}; set "
+                f"mapping.watermark.type, or start over with --restart"
+            )
         last = float(text)
     return Watermark(w.column, kind, value, last)

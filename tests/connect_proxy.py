@@ -24,8 +24,11 @@ class ConnectProxy:
     request line and headers of each CONNECT as received."""
 
     def __init__(self, *, credentials: tuple[str, str] | None = None) -> None:
-        self._expected = None if credentials is None else "Basic " + base64.b64encode(
-            f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        self._expected = (
+            None
+            if credentials is None
+            else "Basic " + base64.b64encode(f"{credentials[0]}:{credentials[1]}".encode()).decode()
+        )
         self.tunnels = 0
         self.connects: list[tuple[str, dict[str, str]]] = []
         self.url = ""
@@ -76,8 +79,10 @@ class ConnectProxy:
             return
         self.connects.append((line, headers))
         if self._expected is not None and headers.get("Proxy-Authorization") != self._expected:
-            writer.write(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
-                         b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n')
+            writer.write(
+                b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                b'Proxy-Authenticate: Basic realm="test"\r\nContent-Length: 0\r\n\r\n'
+            )
             await writer.drain()
             return
         port = int(target.rpartition(":")[2])

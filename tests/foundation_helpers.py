@@ -71,9 +71,14 @@ def write_data(folder: Path, name: str, content: DataContent) -> Path:
     return path
 
 
-def write_config(folder: Path, mapping: Mapping[str, Any] | None = None, *,
-                 source: Mapping[str, Any] | None = None, name: str = "config.yaml",
-                 **sections: Any) -> Path:
+def write_config(
+    folder: Path,
+    mapping: Mapping[str, Any] | None = None,
+    *,
+    source: Mapping[str, Any] | None = None,
+    name: str = "config.yaml",
+    **sections: Any,
+) -> Path:
     """Write a mapping file; ``sections`` are other top-level keys (api, validation...)."""
     data: dict[str, Any] = {"mapping": dict(BASE_MAPPING if mapping is None else mapping)}
     if source:
@@ -94,8 +99,10 @@ def read_rejects(path: Path) -> list[dict[str, Any]]:
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     else:
         text = path.read_text(encoding="utf-8")
-        rows = [{k: (v if v != "" else None) for k, v in r.items()}
-                for r in csv.DictReader(io.StringIO(text, newline=""))]
+        rows = [
+            {k: (v if v != "" else None) for k, v in r.items()}
+            for r in csv.DictReader(io.StringIO(text, newline=""))
+        ]
     for r in rows:
         if r.get("_row") is not None:
             r["_row"] = int(r["_row"])
@@ -112,10 +119,17 @@ def bodies_for(config: Path, inputs: Sequence[str | Path] | None = None) -> list
     return out
 
 
-def run(tmp_path: Path, data: DataContent | Mapping[str, DataContent],
-        mapping: Mapping[str, Any] | None = None, *, name: str = "data.csv",
-        source: Mapping[str, Any] | None = None, inputs: Sequence[str | Path] | None = None,
-        rejects_name: str = "rejects.csv", **sections: Any) -> Result:
+def run(
+    tmp_path: Path,
+    data: DataContent | Mapping[str, DataContent],
+    mapping: Mapping[str, Any] | None = None,
+    *,
+    name: str = "data.csv",
+    source: Mapping[str, Any] | None = None,
+    inputs: Sequence[str | Path] | None = None,
+    rejects_name: str = "rejects.csv",
+    **sections: Any,
+) -> Result:
     """Write config + data under ``tmp_path``, validate, return report, rejects and bodies.
 
     ``data`` is one file's content (written as ``name``) or ``{file name: content}``. Without
@@ -132,8 +146,9 @@ def run(tmp_path: Path, data: DataContent | Mapping[str, DataContent],
     rejects_path = out / rejects_name
     report = validate(config, inputs, rejects=rejects_path, report=out / "report.json")
     raw = bodies_for(config, inputs)
-    return Result(report, read_rejects(rejects_path), [json.loads(b) for b in raw],
-                  rejects_path, raw)
+    return Result(
+        report, read_rejects(rejects_path), [json.loads(b) for b in raw], rejects_path, raw
+    )
 
 
 def csv_text(header: str, *rows: str, newline: str = "\n") -> str:

@@ -75,18 +75,32 @@ class CliResult:
     err: str
 
 
-async def run_cli(*args: str, env: Mapping[str, str] | None = None,
-                  drop: tuple[str, ...] = ()) -> CliResult:
+async def run_cli(
+    *args: str, env: Mapping[str, str] | None = None, drop: tuple[str, ...] = ()
+) -> CliResult:
     """``python -m flywheel_import ARGS`` in a subprocess, without blocking the test's loop
     (servers the test runs keep answering). `env` is added to this process's environment,
     names in `drop` removed from it."""
     full = {k: v for k, v in os.environ.items() if k not in drop}
-    full.update({KEY_ENV: KEY, "PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)})
+    full.update(
+        {
+            KEY_ENV: KEY,
+            "PYTHONPATH": os.pathsep.join(
+                p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+            ),
+        }
+    )
     full.update(env or {})
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "flywheel_import", *args, "--no-progress", env=full,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        sys.executable,
+        "-m",
+        "flywheel_import",
+        *args,
+        "--no-progress",
+        env=full,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     out, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode is not None
     return CliResult(proc.returncode, out.decode(), err.decode())
@@ -100,5 +114,13 @@ def free_port() -> int:
     return port
 
 
-PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY",
-                   "no_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARIABLES = (
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+)

@@ -36,7 +36,8 @@ class Reply:
 
     status: int = 200
     body: bytes | Mapping[str, Any] | Callable[[Received], bytes | Mapping[str, Any]] = (
-        ACCEPTED_BODY)
+        ACCEPTED_BODY
+    )
     headers: Mapping[str, str] = field(default_factory=dict)
     delay: float = 0.0
     drop: bool = False
@@ -68,8 +69,13 @@ class Received:
 class ScriptedServer:
     """Answers requests from a script of replies; records every request it received."""
 
-    def __init__(self, *script: Reply | int, then: Reply | int = 200,
-                 ssl_context: ssl.SSLContext | None = None, port: int = 0) -> None:
+    def __init__(
+        self,
+        *script: Reply | int,
+        then: Reply | int = 200,
+        ssl_context: ssl.SSLContext | None = None,
+        port: int = 0,
+    ) -> None:
         self._script = [self._reply(r) for r in script]
         self._then = self._reply(then)
         self._ssl = ssl_context
@@ -108,7 +114,8 @@ class ScriptedServer:
         body = await request.read()
         peer = request.transport.get_extra_info("peername") if request.transport else None
         received = Received(
-            request.method, request.path, dict(request.headers), body, peer and peer[:2])
+            request.method, request.path, dict(request.headers), body, peer and peer[:2]
+        )
         self.requests.append(received)
         reply = self._script.pop(0) if self._script else self._then
         if reply.delay:

@@ -11,7 +11,8 @@ import pytest
 
 # Loaded by path under its own name: "run" alone would be a poor module name on sys.path.
 _spec = importlib.util.spec_from_file_location(
-    "bench_report", Path(__file__).resolve().parent.parent / "benchmarks" / "run.py")
+    "bench_report", Path(__file__).resolve().parent.parent / "benchmarks" / "run.py"
+)
 assert _spec is not None and _spec.loader is not None
 bench_report = importlib.util.module_from_spec(_spec)
 sys.modules["bench_report"] = bench_report
@@ -23,19 +24,41 @@ def figures(**changes: Any) -> dict[str, Any]:
     r: dict[str, Any] = {
         "throughput": {"import_eps": 9000.0, "bare_eps": 10000.0, "ratio": 0.9},
         "processes": {"bare_eps": 10000.0, **procs},
-        "rate": {"mean_eps": 201.0, "target": 200, "busiest_window": 210,
-                 "busiest_limit": 220.0},
+        "rate": {"mean_eps": 201.0, "target": 200, "busiest_window": 210, "busiest_limit": 220.0},
         "latency": {"server_mean_eps": 2010.0},
-        "https": {"https_eps": 5000.0, "http_eps": 8000.0, "ratio": 0.62,
-                  "most_connections": 64, "concurrency": 64},
-        "converge": {"tail_eps": 297.0, "server_limit": 300, "client_rate": 1000,
-                     "arrivals_s": [i / 300 for i in range(3000)]},
+        "https": {
+            "https_eps": 5000.0,
+            "http_eps": 8000.0,
+            "ratio": 0.62,
+            "most_connections": 64,
+            "concurrency": 64,
+        },
+        "converge": {
+            "tail_eps": 297.0,
+            "server_limit": 300,
+            "client_rate": 1000,
+            "arrivals_s": [i / 300 for i in range(3000)],
+        },
         "random429": {"noisy_eps": 3500.0, "clean_eps": 4000.0, "ratio": 0.875},
-        "validate": {"rows": 1000, "validate_s": 1.0, "baseline_s": 0.2, "time_ratio": 5.0,
-                     "validate_rss_mb": 300.0, "baseline_rss_mb": 250.0, "rss_ratio": 1.2},
-        "memory": {"small_rows": 1000, "large_rows": 10000, "small_rss_mb": 300.0,
-                   "large_rss_mb": 310.0, "rss_ratio": 1.03, "small_us_per_row": 1.5,
-                   "large_us_per_row": 1.4, "time_ratio": 0.93},
+        "validate": {
+            "rows": 1000,
+            "validate_s": 1.0,
+            "baseline_s": 0.2,
+            "time_ratio": 5.0,
+            "validate_rss_mb": 300.0,
+            "baseline_rss_mb": 250.0,
+            "rss_ratio": 1.2,
+        },
+        "memory": {
+            "small_rows": 1000,
+            "large_rows": 10000,
+            "small_rss_mb": 300.0,
+            "large_rss_mb": 310.0,
+            "rss_ratio": 1.03,
+            "small_us_per_row": 1.5,
+            "large_us_per_row": 1.4,
+            "time_ratio": 0.93,
+        },
     }
     for key, value in changes.items():
         section, field = key.split("__")
@@ -46,8 +69,10 @@ def figures(**changes: Any) -> dict[str, Any]:
 def test_figures_within_their_targets_all_pass_and_diagnostics_have_no_verdict() -> None:
     lines = bench_report.rows(figures())
     assert [x.measure for x in lines if x.ok is False] == []
-    assert {x.measure for x in lines if x.ok is None} >= {"throughput, events/s",
-                                                          "https vs http, events/s"}
+    assert {x.measure for x in lines if x.ok is None} >= {
+        "throughput, events/s",
+        "https vs http, events/s",
+    }
 
 
 def test_random_429_ratio_below_the_target_is_a_failure_in_the_table() -> None:

@@ -66,10 +66,12 @@ def spill_files(folder: Path | None) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder is not None else []
 
 
-@pytest.mark.parametrize("filter_bytes", [None, 16],
-                         ids=["sized-filter", "filter-lets-every-candidate-through"])
+@pytest.mark.parametrize(
+    "filter_bytes", [None, 16], ids=["sized-filter", "filter-lets-every-candidate-through"]
+)
 def test_spilled_check_flags_exactly_what_an_in_memory_set_flags(
-        tmp_path: Path, filter_bytes: int | None) -> None:
+    tmp_path: Path, filter_bytes: int | None
+) -> None:
     batches = planted_batches(seed=1)
     with SeenIds(tmp_path, memory_bytes=8 * 700, filter_bytes=filter_bytes) as seen:
         got = [seen.check_and_add(b).tolist() for b in batches]
@@ -82,17 +84,25 @@ def test_spilled_check_flags_exactly_what_an_in_memory_set_flags(
     assert kept - 700 > 4 * PAGE
 
 
-def test_the_first_occurrence_is_kept_and_later_ones_flagged_across_spills(
-        tmp_path: Path) -> None:
+def test_the_first_occurrence_is_kept_and_later_ones_flagged_across_spills(tmp_path: Path) -> None:
     a, b, c, d = (np.uint64(v) for v in (11, 2**63, 5, TOP))
     with SeenIds(tmp_path, memory_bytes=8 * 16) as seen:
         assert seen.check_and_add(np.array([a, b, a, d, a], dtype=np.uint64)).tolist() == [
-            False, False, True, False, True]
+            False,
+            False,
+            True,
+            False,
+            True,
+        ]
         for start in range(1000, 1100, 10):  # pushes a, b and d out to disk
             seen.check_and_add(np.arange(start, start + 10, dtype=np.uint64))
         assert seen.runs_written >= 2 and seen.in_memory <= 16
         assert seen.check_and_add(np.array([c, b, c, d], dtype=np.uint64)).tolist() == [
-            False, True, True, True]
+            False,
+            True,
+            True,
+            True,
+        ]
         assert seen.check_and_add(np.array([c, a], dtype=np.uint64)).tolist() == [True, True]
 
 
@@ -230,8 +240,8 @@ def read_rows(path: Path) -> list[dict[str, str]]:
 
 
 def test_validate_with_a_tiny_bound_rejects_the_same_rows_as_without(
-        tmp_path: Path, private_tmp: Path, checks: list[SeenIds],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, private_tmp: Path, checks: list[SeenIds], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "events.csv"
     write_events(data, 6000)
     cfg = write_mapping(tmp_path, data, batch_rows=150)
@@ -239,8 +249,9 @@ def test_validate_with_a_tiny_bound_rejects_the_same_rows_as_without(
     monkeypatch.setattr("flywheel_import.dedupe.DEFAULT_MEMORY_BYTES", 8 * 400)
     tight = validate(cfg, rejects=tmp_path / "tight.csv")
     assert read_rows(tmp_path / "tight.csv") == read_rows(tmp_path / "roomy.csv")
-    assert tight.by_code["DUPLICATE_EVENT_ID"].count == roomy.by_code[
-        "DUPLICATE_EVENT_ID"].count > 500
+    assert (
+        tight.by_code["DUPLICATE_EVENT_ID"].count == roomy.by_code["DUPLICATE_EVENT_ID"].count > 500
+    )
     assert (tight.valid, tight.rejected) == (roomy.valid, roomy.rejected)
     assert checks[0].runs_written == 0 and checks[0].peak_in_memory > 400
     assert checks[1].runs_written > 4 and checks[1].peak_in_memory <= 400
@@ -250,23 +261,29 @@ def test_validate_with_a_tiny_bound_rejects_the_same_rows_as_without(
 def corrupt_parquet(path: Path, *, groups: int, rows: int, corrupt: int) -> None:
     """A Parquet file whose metadata reads fine but whose row group ``corrupt`` does not."""
     n = groups * rows
-    pq.write_table(pa.table({"event": ["view"] * n, "user_id": [f"u{i}" for i in range(n)],
-                             "ts": [TS] * n}),
-                   path, row_group_size=rows, compression="zstd", use_dictionary=False)
+    pq.write_table(
+        pa.table({"event": ["view"] * n, "user_id": [f"u{i}" for i in range(n)], "ts": [TS] * n}),
+        path,
+        row_group_size=rows,
+        compression="zstd",
+        use_dictionary=False,
+    )
     column = pq.ParquetFile(path).metadata.row_group(corrupt).column(0)
     data = bytearray(path.read_bytes())
     end = column.data_page_offset + column.total_compressed_size
-    data[end - 12:end] = bytes(b ^ 0xFF for b in data[end - 12:end])
+    data[end - 12 : end] = bytes(b ^ 0xFF for b in data[end - 12 : end])
     path.write_bytes(bytes(data))
 
 
 def test_a_validate_that_fails_midway_removes_its_spill_files(
-        tmp_path: Path, private_tmp: Path, checks: list[SeenIds],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, private_tmp: Path, checks: list[SeenIds], monkeypatch: pytest.MonkeyPatch
+) -> None:
     corrupt_parquet(tmp_path / "late.parquet", groups=6, rows=10, corrupt=5)
     cfg = tmp_path / "m.yaml"
-    cfg.write_text("source: {path: late.parquet, batch_rows: 10}\n"
-                   "mapping: {event: event, user_id: user_id, timestamp: ts}\n")
+    cfg.write_text(
+        "source: {path: late.parquet, batch_rows: 10}\n"
+        "mapping: {event: event, user_id: user_id, timestamp: ts}\n"
+    )
     monkeypatch.setattr("flywheel_import.dedupe.DEFAULT_MEMORY_BYTES", 8 * 4)
     with pytest.raises(InputError, match="unreadable"):
         validate(cfg)
@@ -275,8 +292,8 @@ def test_a_validate_that_fails_midway_removes_its_spill_files(
 
 
 def test_an_import_with_a_tiny_bound_sends_each_event_once_and_removes_its_spill_files(
-        tmp_path: Path, private_tmp: Path, checks: list[SeenIds],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, private_tmp: Path, checks: list[SeenIds], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = tmp_path / "events.csv"
     write_events(data, 1200)
     cfg = write_mapping(tmp_path, data, batch_rows=100)
@@ -287,8 +304,9 @@ def test_an_import_with_a_tiny_bound_sends_each_event_once_and_removes_its_spill
         stats = sb.stats()
     assert report.accepted == expected.valid == stats["stored"]
     assert stats["duplicates"] == 0
-    assert report.by_code["DUPLICATE_EVENT_ID"].count == expected.by_code[
-        "DUPLICATE_EVENT_ID"].count
+    assert (
+        report.by_code["DUPLICATE_EVENT_ID"].count == expected.by_code["DUPLICATE_EVENT_ID"].count
+    )
     assert checks[-1].runs_written > 0 and checks[-1].peak_in_memory <= 200
     assert leftovers(private_tmp) == []
 
@@ -309,8 +327,12 @@ def text_buffer_bytes(frame: pl.DataFrame) -> int:
 def test_staged_rejects_do_not_keep_the_batches_they_came_from(tmp_path: Path) -> None:
     writer = RejectsWriter(tmp_path / "rejects.csv")
     for i in range(5):
-        batch = pl.DataFrame({"text": [f"row {j} of batch {i}, long enough" for j in range(50_000)],
-                              ROW: pl.int_range(1, 50_001, eager=True)})
+        batch = pl.DataFrame(
+            {
+                "text": [f"row {j} of batch {i}, long enough" for j in range(50_000)],
+                ROW: pl.int_range(1, 50_001, eager=True),
+            }
+        )
         rows = batch.filter(pl.col(ROW) % 25_000 == 7)
         assert text_buffer_bytes(rows) > 1_000_000  # a filter alone keeps the batch's text
         writer.add(rows.rename({ROW: "_row"}).with_columns(pl.lit("x").alias("_source")))
@@ -318,4 +340,5 @@ def test_staged_rejects_do_not_keep_the_batches_they_came_from(tmp_path: Path) -
     assert sum(f.height for f in staged) == 10
     assert sum(text_buffer_bytes(f) for f in staged) < 10_000
     assert [r["text"] for r in read_rows(writer.close())] == [
-        f"row {j} of batch {i}, long enough" for i in range(5) for j in (6, 25_006)]
+        f"row {j} of batch {i}, long enough" for i in range(5) for j in (6, 25_006)
+    ]

@@ -26,8 +26,13 @@ class Answer:
 def batch(index: int, rows: int = 10) -> Prepared:
     numbers = list(range(index * rows + 1, index * rows + rows + 1))
     raw = pl.DataFrame({"__row": numbers, "name": [f"n{i}" for i in numbers]})
-    send = pl.DataFrame({"__row": numbers, "event_id": [f"e{i}" for i in numbers],
-                         "body": [f'{{"event":{{"event_id":"e{i}"}}}}' for i in numbers]})
+    send = pl.DataFrame(
+        {
+            "__row": numbers,
+            "event_id": [f"e{i}" for i in numbers],
+            "body": [f'{{"event":{{"event_id":"e{i}"}}}}' for i in numbers],
+        }
+    )
     return Prepared("f.csv", rows, send, raw, pl.DataFrame())
 
 
@@ -48,13 +53,21 @@ def test_a_slow_api_stops_the_reader_a_few_batches_ahead() -> None:
 
     async def main() -> None:
         async with anyio.create_task_group() as tg:
+
             async def watch() -> None:
                 await anyio.sleep(0.3)
                 seen_ahead.append(len(pulled))
                 release.set()
+
             tg.start_soon(watch)
-            await dispatch(batches(), send, concurrency=4, ahead=3,
-                           on_read=lambda p: None, on_settled=lambda s: None)
+            await dispatch(
+                batches(),
+                send,
+                concurrency=4,
+                ahead=3,
+                on_read=lambda p: None,
+                on_settled=lambda s: None,
+            )
 
     asyncio.run(main())
     # While nothing was answered, at most `ahead` batches (+1 being handed over) were read.
@@ -74,10 +87,16 @@ def test_every_row_settles_once_and_api_rejects_keep_their_rows() -> None:
         return Answer(True)
 
     async def main() -> None:
-        await dispatch(iter([batch(i) for i in range(3)]), send, concurrency=8, ahead=2,
-                       on_read=lambda p: None, on_settled=settled.append,
-                       on_outcome=outcomes.append,
-                       on_straggler_rejected=lambda s, c, m: late.append(s.rejected(c, m)))
+        await dispatch(
+            iter([batch(i) for i in range(3)]),
+            send,
+            concurrency=8,
+            ahead=2,
+            on_read=lambda p: None,
+            on_settled=settled.append,
+            on_outcome=outcomes.append,
+            on_straggler_rejected=lambda s, c, m: late.append(s.rejected(c, m)),
+        )
 
     asyncio.run(main())
     assert len(settled) == 3 and len(outcomes) == 30
@@ -107,9 +126,15 @@ def test_a_stop_hands_back_each_batch_cut_short_with_its_outcomes_so_far() -> No
         return Answer(sent % 5 != 0, "VALIDATION_ERROR", "no")
 
     async def main() -> None:
-        await dispatch(iter([batch(i, rows=20) for i in range(3)]), send, concurrency=1,
-                       ahead=2, on_read=lambda p: None, on_settled=lambda s: None,
-                       on_unsettled=cut_short.append)
+        await dispatch(
+            iter([batch(i, rows=20) for i in range(3)]),
+            send,
+            concurrency=1,
+            ahead=2,
+            on_read=lambda p: None,
+            on_settled=lambda s: None,
+            on_unsettled=cut_short.append,
+        )
 
     with pytest.raises(BaseException) as stopped:  # the task group wraps it
         asyncio.run(main())
@@ -158,11 +183,17 @@ def test_rows_waiting_to_retry_hold_no_worker_and_do_not_stop_reading() -> None:
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(release_when_first_pass_done)
-            await dispatch(iter([batch(i) for i in range(5)]), send, concurrency=1, ahead=1,
-                           on_read=lambda p: None, on_settled=settled.append,
-                           on_outcome=outcomes.append,
-                           on_straggler_rejected=lambda s, c, m: rejected.append((s.row, c)),
-                           sleep=sleep)
+            await dispatch(
+                iter([batch(i) for i in range(5)]),
+                send,
+                concurrency=1,
+                ahead=1,
+                on_read=lambda p: None,
+                on_settled=settled.append,
+                on_outcome=outcomes.append,
+                on_straggler_rejected=lambda s, c, m: rejected.append((s.row, c)),
+                sleep=sleep,
+            )
 
     asyncio.run(main())
     first_pass = order[:50]
@@ -195,17 +226,26 @@ def test_a_slow_answer_does_not_keep_its_batch_or_the_reader_waiting() -> None:
             slow_release.set()
 
     async def main() -> None:
-        await dispatch(iter([batch(i) for i in range(5)]), send, concurrency=4, ahead=1,
-                       on_read=lambda p: None, on_settled=on_settled,
-                       on_straggler_rejected=lambda s, c, m: stragglers.append(
-                           (s.row, s.rejected(c, m))))
+        await dispatch(
+            iter([batch(i) for i in range(5)]),
+            send,
+            concurrency=4,
+            ahead=1,
+            on_read=lambda p: None,
+            on_settled=on_settled,
+            on_straggler_rejected=lambda s, c, m: stragglers.append((s.row, s.rejected(c, m))),
+        )
 
     asyncio.run(main())
     assert settled_rows == [10] * 5
     [(row, frame)] = stragglers
     assert row == 3
     assert frame.select("name", "_row", "_error_code", "_error_message").row(0) == (
-        "n3", 3, "VALIDATION_ERROR", "late and bad")
+        "n3",
+        3,
+        "VALIDATION_ERROR",
+        "late and bad",
+    )
 
 
 def test_retries_past_max_waiting_pause_new_rows_instead_of_growing_memory() -> None:
@@ -227,9 +267,16 @@ def test_retries_past_max_waiting_pause_new_rows_instead_of_growing_memory() -> 
         return Later(1.0) if attempt == 1 else Answer(True)
 
     async def main() -> None:
-        await dispatch(iter([batch(i) for i in range(3)]), send, concurrency=2, ahead=2,
-                       on_read=lambda p: None, on_settled=lambda s: None, sleep=sleep,
-                       max_waiting=5)
+        await dispatch(
+            iter([batch(i) for i in range(3)]),
+            send,
+            concurrency=2,
+            ahead=2,
+            on_read=lambda p: None,
+            on_settled=lambda s: None,
+            sleep=sleep,
+            max_waiting=5,
+        )
 
     asyncio.run(main())
     assert waiting_peak <= 5 + 2  # the cap, plus the attempts in flight when it was reached

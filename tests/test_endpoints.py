@@ -80,8 +80,10 @@ def assert_stopped_with_nothing_rejected(folder: Path, rows: int) -> dict[str, A
     assert report["completed"] is False
     assert (report["rows_read"], report["accepted"], report["rejected"]) == (rows, 0, 0)
     assert report["unsettled"] == rows
-    assert not (folder / "rejects.csv").exists() or "RETRIES_EXHAUSTED" not in (
-        folder / "rejects.csv").read_text()
+    assert (
+        not (folder / "rejects.csv").exists()
+        or "RETRIES_EXHAUSTED" not in (folder / "rejects.csv").read_text()
+    )
     return report
 
 
@@ -105,21 +107,24 @@ class FakeTime:
 
 
 def make_sender(url: str, ft: FakeTime, **settings: Any) -> Sender:
-    return Sender(SendSettings(url, KEY, **settings), sleep=ft.sleep, clock=ft.clock,
-                  rng=random.Random(5))
+    return Sender(
+        SendSettings(url, KEY, **settings), sleep=ft.sleep, clock=ft.clock, rng=random.Random(5)
+    )
 
 
 # --- describe(): real failures -> kind and one line --------------------------------------------
 
 
-async def failure_of(url: str, *, ssl_context: ssl.SSLContext | None = None,
-                     proxy: str | None = None) -> BaseException:
+async def failure_of(
+    url: str, *, ssl_context: ssl.SSLContext | None = None, proxy: str | None = None
+) -> BaseException:
     """The exception one real POST to `url` raises."""
     connector = aiohttp.TCPConnector(ssl=ssl_context or tls_context())
     async with aiohttp.ClientSession(connector=connector) as session:
         try:
-            resp = await session.post(url, data=b"{}", proxy=proxy,
-                                      timeout=aiohttp.ClientTimeout(total=10))
+            resp = await session.post(
+                url, data=b"{}", proxy=proxy, timeout=aiohttp.ClientTimeout(total=10)
+            )
         except Exception as exc:
             return exc
         resp.release()
@@ -131,8 +136,9 @@ async def test_describe_a_refused_connection_names_host_and_port_and_says_what_t
     port = free_port()
     failure = describe(await failure_of(f"http://127.0.0.1:{port}/v1/events"), timeout=10)
     assert failure.kind is Kind.REFUSED
-    assert failure.text == (f"connection refused by 127.0.0.1:{port}: is the API running? "
-                            "check api.url")
+    assert failure.text == (
+        f"connection refused by 127.0.0.1:{port}: is the API running? check api.url"
+    )
 
 
 @pytest.mark.anyio
@@ -144,8 +150,7 @@ async def test_describe_an_unresolvable_host_names_it() -> None:
 
 
 @pytest.mark.anyio
-async def test_describe_an_untrusted_certificate_names_the_host_and_the_fix(
-        ca: LocalCA) -> None:
+async def test_describe_an_untrusted_certificate_names_the_host_and_the_fix(ca: LocalCA) -> None:
     async with ScriptedServer(ssl_context=ca.server) as server:
         exc = await failure_of(server.url + "/v1/events")
     failure = describe(exc, timeout=10)
@@ -178,27 +183,30 @@ async def test_describe_https_to_a_plain_http_port_is_a_tls_failure() -> None:
 
 
 @pytest.mark.anyio
-async def test_describe_a_proxy_refusing_the_tunnel_never_shows_its_password(
-        ca: LocalCA) -> None:
+async def test_describe_a_proxy_refusing_the_tunnel_never_shows_its_password(ca: LocalCA) -> None:
     trusting = tls_context()
     ca.ca.configure_trust(trusting)
     async with ConnectProxy(credentials=("alice", "right")) as proxy:
         bad = proxy.url.replace("://", "://alice:hunter2@")
-        exc = await failure_of(f"https://{PROXIED_HOST}:443/v1/events",
-                               ssl_context=trusting, proxy=bad)
+        exc = await failure_of(
+            f"https://{PROXIED_HOST}:443/v1/events", ssl_context=trusting, proxy=bad
+        )
     assert "hunter2" in str(exc)  # aiohttp's own text would leak it
     failure = describe(exc, timeout=10, proxy=yarl.URL(bad))
     assert failure.kind is Kind.PROXY_DENIED
-    assert failure.text == (f"proxy {proxy.url.removeprefix('http://')} refused the tunnel: 407 "
-                            "Proxy Authentication Required; check HTTPS_PROXY (its user and "
-                            "password)")
+    assert failure.text == (
+        f"proxy {proxy.url.removeprefix('http://')} refused the tunnel: 407 "
+        "Proxy Authentication Required; check HTTPS_PROXY (its user and "
+        "password)"
+    )
 
 
 @pytest.mark.anyio
 async def test_describe_a_proxy_nobody_listens_on_names_the_variable() -> None:
     port = free_port()
-    exc = await failure_of(f"https://{PROXIED_HOST}/v1/events",
-                           proxy=f"http://bob:Zq9-secret@127.0.0.1:{port}")
+    exc = await failure_of(
+        f"https://{PROXIED_HOST}/v1/events", proxy=f"http://bob:Zq9-secret@127.0.0.1:{port}"
+    )
     failure = describe(exc, timeout=10, variable="HTTPS_PROXY")
     assert failure.kind is Kind.REFUSED
     assert failure.text.startswith(f"cannot connect to proxy 127.0.0.1:{port} (HTTPS_PROXY): ")
@@ -208,20 +216,23 @@ async def test_describe_a_proxy_nobody_listens_on_names_the_variable() -> None:
 @pytest.mark.anyio
 async def test_describe_a_proxy_that_cannot_reach_the_api_is_like_a_refused_connection() -> None:
     async with ConnectProxy() as proxy:
-        exc = await failure_of(f"https://{PROXIED_HOST}:{free_port()}/v1/events",
-                               proxy=proxy.url)
+        exc = await failure_of(f"https://{PROXIED_HOST}:{free_port()}/v1/events", proxy=proxy.url)
     failure = describe(exc, timeout=10, proxy=yarl.URL(proxy.url))
     assert failure.kind is Kind.REFUSED
-    assert failure.text == (f"proxy {proxy.url.removeprefix('http://')} could not reach the API "
-                            "(502 Bad Gateway): check api.url and HTTPS_PROXY")
+    assert failure.text == (
+        f"proxy {proxy.url.removeprefix('http://')} could not reach the API "
+        "(502 Bad Gateway): check api.url and HTTPS_PROXY"
+    )
 
 
 def test_describe_timeouts_and_other_errors_without_url_credentials() -> None:
     assert describe(TimeoutError(), timeout=2.5).text == "timeout after 2.5s"
     assert describe(TimeoutError(), timeout=2.5).kind is Kind.TIMEOUT
     dropped = describe(aiohttp.ServerDisconnectedError(), timeout=1)
-    assert (dropped.kind, dropped.text) == (Kind.NETWORK, "ServerDisconnectedError: "
-                                                          "Server disconnected")
+    assert (dropped.kind, dropped.text) == (
+        Kind.NETWORK,
+        "ServerDisconnectedError: Server disconnected",
+    )
     odd = describe(OSError("via http://u:pa55@proxy:3128 failed"), timeout=1)
     assert odd.kind is Kind.NETWORK and "pa55" not in odd.text and "http://***@proxy" in odd.text
 
@@ -248,7 +259,8 @@ def test_dns_and_refused_wait_for_the_grace_before_stopping() -> None:
 def test_a_row_out_of_attempts_stops_the_run_instead_of_ending_retries_exhausted() -> None:
     reach = Reachability(grace=10.0)
     assert reach.on_failure(Kind.REFUSED, "refused", 0.0, last=True) == (
-        "refused (1 attempt over 0.0s)")
+        "refused (1 attempt over 0.0s)"
+    )
 
 
 def test_after_a_success_no_failure_stops_the_run() -> None:
@@ -277,18 +289,22 @@ def test_a_redirect_names_where_it_points_without_credentials() -> None:
     verdict = classify(301, b"", {"Location": "https://u:pw@api.example.com/v1/events"}, None)
     assert verdict.message == "redirects to https://***@api.example.com/v1/events"
     line = abort_message(301, verdict.message, "http://api.example.com/v1/events")
-    assert line == ("POST http://api.example.com/v1/events answered 301 Moved Permanently "
-                    "(redirects to https://***@api.example.com/v1/events): check api.url "
-                    "(redirects are not followed)")
+    assert line == (
+        "POST http://api.example.com/v1/events answered 301 Moved Permanently "
+        "(redirects to https://***@api.example.com/v1/events): check api.url "
+        "(redirects are not followed)"
+    )
 
 
 def test_wrong_endpoint_message_names_url_and_status_and_differs_from_a_refused_key() -> None:
     url = "https://api.example.com/v1/events"
     assert abort_message(404, "Not Found", url) == (
-        "POST https://api.example.com/v1/events answered 404 Not Found: check api.url")
+        "POST https://api.example.com/v1/events answered 404 Not Found: check api.url"
+    )
     assert abort_message(405, "only GET here", url) == (
         "POST https://api.example.com/v1/events answered 405 Method Not Allowed: check api.url "
-        "(API said: only GET here)")
+        "(API said: only GET here)"
+    )
     assert "HTTPS_PROXY" in abort_message(407, "Proxy Authentication Required", url)
     refused = abort_message(401, "Invalid API key", url)
     assert refused.startswith("API refused the key (HTTP 401)") and "api.url" not in refused
@@ -306,8 +322,9 @@ async def test_refused_before_any_success_stops_the_run_and_never_exhausts_a_row
             await sender.send(BODY)
         with pytest.raises(ApiAbort):  # every later send too
             await sender.send(BODY)
-    assert str(stop.value).startswith(f"connection refused by 127.0.0.1:{port}: is the API "
-                                      "running? check api.url (")
+    assert str(stop.value).startswith(
+        f"connection refused by 127.0.0.1:{port}: is the API running? check api.url ("
+    )
     assert ft.now - 1000.0 >= 10.0  # the grace was given
     assert len(ft.sleeps) < 20  # and no more
     assert sender.stats.exhausted == 0 and sender.stats.rejected == 0
@@ -336,7 +353,8 @@ async def test_refused_after_a_success_is_retried_as_before() -> None:
     async with contextlib.AsyncExitStack() as stack:
         server = await stack.enter_async_context(ScriptedServer())
         sender = await stack.enter_async_context(
-            make_sender(server.url, ft, max_attempts=3, grace=0.0))
+            make_sender(server.url, ft, max_attempts=3, grace=0.0)
+        )
         assert (await sender.send(BODY)).accepted
         await server.__aexit__(None, None, None)  # the API goes away mid-run
         out = await sender.send(BODY)
@@ -348,14 +366,17 @@ async def test_refused_after_a_success_is_retried_as_before() -> None:
 @pytest.mark.anyio
 async def test_a_404_stops_every_later_send_and_rejects_nothing() -> None:
     ft = FakeTime()
-    async with ScriptedServer(then=Reply(404, b"")) as server, \
-            make_sender(server.url + "/wrong", ft) as sender:
+    async with (
+        ScriptedServer(then=Reply(404, b"")) as server,
+        make_sender(server.url + "/wrong", ft) as sender,
+    ):
         with pytest.raises(ApiAbort) as stop:
             await sender.send(BODY)
         with pytest.raises(ApiAbort):
             await sender.send(BODY)
-    assert str(stop.value) == (f"POST {server.url}/wrong/v1/events answered 404 Not Found: "
-                               "check api.url")
+    assert str(stop.value) == (
+        f"POST {server.url}/wrong/v1/events answered 404 Not Found: check api.url"
+    )
     assert len(server.requests) == 1 and sender.stats.rejected == 0
 
 
@@ -364,11 +385,17 @@ async def test_a_404_stops_every_later_send_and_rejects_nothing() -> None:
 
 @pytest.mark.anyio
 async def test_untrusted_tls_server_stops_the_cli_with_exit_3_naming_the_host(
-        tmp_path: Path, ca: LocalCA) -> None:
+    tmp_path: Path, ca: LocalCA
+) -> None:
     cfg = write_import(tmp_path, rows=40, rate_limit=0, concurrency=4)
     async with ScriptedServer(ssl_context=ca.server) as server:
-        result = await run_cli("run", str(cfg), "--api-url", server.url,
-                               drop=("SSL_CERT_FILE", "SSL_CERT_DIR", *PROXY_VARIABLES))
+        result = await run_cli(
+            "run",
+            str(cfg),
+            "--api-url",
+            server.url,
+            drop=("SSL_CERT_FILE", "SSL_CERT_DIR", *PROXY_VARIABLES),
+        )
     assert result.code == 3, result.err
     [line] = result.err.strip().splitlines()
     assert "certificate verify failed for 127.0.0.1" in line
@@ -380,7 +407,8 @@ async def test_untrusted_tls_server_stops_the_cli_with_exit_3_naming_the_host(
 
 @pytest.mark.anyio
 async def test_ca_bundle_relative_to_the_config_makes_the_server_trusted(
-        tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     (tmp_path / "certs").mkdir()
     ca.write_pem(tmp_path / "certs" / "corp-ca.pem")
     cfg = write_import(tmp_path, rows=25, rate_limit=0, ca_bundle="certs/corp-ca.pem")
@@ -392,19 +420,27 @@ async def test_ca_bundle_relative_to_the_config_makes_the_server_trusted(
 
 @pytest.mark.anyio
 async def test_ssl_cert_file_in_the_environment_makes_the_server_trusted(
-        tmp_path: Path, ca: LocalCA) -> None:
+    tmp_path: Path, ca: LocalCA
+) -> None:
     pem = ca.write_pem(tmp_path / "ca.pem")
     cfg = write_import(tmp_path, rows=15, rate_limit=0)
     async with ScriptedServer(ssl_context=ca.server) as server:
-        result = await run_cli("run", str(cfg), "--api-url", server.url,
-                               env={"SSL_CERT_FILE": str(pem)}, drop=PROXY_VARIABLES)
+        result = await run_cli(
+            "run",
+            str(cfg),
+            "--api-url",
+            server.url,
+            env={"SSL_CERT_FILE": str(pem)},
+            drop=PROXY_VARIABLES,
+        )
     assert result.code == 0, result.err
     assert report_of(tmp_path)["accepted"] == 15 and len(server.requests) == 15
 
 
 @pytest.mark.anyio
 async def test_a_missing_ca_bundle_is_a_one_line_config_error_before_anything_is_sent(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg = write_import(tmp_path, rows=3, ca_bundle="nowhere/ca.pem")
     async with ScriptedServer() as server:
         result = await run_cli("run", str(cfg), "--api-url", server.url)
@@ -429,8 +465,9 @@ def test_a_ca_bundle_without_certificates_is_a_config_error(tmp_path: Path) -> N
 @pytest.mark.anyio
 async def test_a_host_that_does_not_resolve_stops_the_cli_with_exit_3(tmp_path: Path) -> None:
     cfg = write_import(tmp_path, rows=30, rate_limit=0, concurrency=4, max_attempts=2)
-    result = await run_cli("run", str(cfg), "--api-url", "https://api.exmaple.invalid",
-                           drop=PROXY_VARIABLES)
+    result = await run_cli(
+        "run", str(cfg), "--api-url", "https://api.exmaple.invalid", drop=PROXY_VARIABLES
+    )
     assert result.code == 3, result.err
     [line] = result.err.strip().splitlines()
     assert "cannot resolve host api.exmaple.invalid: " in line and "check api.url" in line
@@ -453,14 +490,20 @@ async def test_a_port_nobody_listens_on_stops_the_cli_with_exit_3(tmp_path: Path
 @pytest.mark.anyio
 @pytest.mark.parametrize(
     ("reply", "said"),
-    [(Reply(404, b"404: Not Found"), "answered 404 Not Found: check api.url"),
-     (Reply(405, b""), "answered 405 Method Not Allowed: check api.url"),
-     (Reply(308, b"", {"Location": "https://elsewhere.example/v1/events"}),
-      "answered 308 Permanent Redirect (redirects to https://elsewhere.example/v1/events)"),
-     (Reply(407, b""), "answered 407 Proxy Authentication Required: check HTTPS_PROXY")],
-    ids=["404", "405", "308", "407"])
+    [
+        (Reply(404, b"404: Not Found"), "answered 404 Not Found: check api.url"),
+        (Reply(405, b""), "answered 405 Method Not Allowed: check api.url"),
+        (
+            Reply(308, b"", {"Location": "https://elsewhere.example/v1/events"}),
+            "answered 308 Permanent Redirect (redirects to https://elsewhere.example/v1/events)",
+        ),
+        (Reply(407, b""), "answered 407 Proxy Authentication Required: check HTTPS_PROXY"),
+    ],
+    ids=["404", "405", "308", "407"],
+)
 async def test_a_wrong_endpoint_stops_the_run_instead_of_rejecting_every_row(
-        tmp_path: Path, reply: Reply, said: str) -> None:
+    tmp_path: Path, reply: Reply, said: str
+) -> None:
     cfg = write_import(tmp_path, rows=200, rate_limit=0, concurrency=4)
     async with ScriptedServer(then=reply) as server:
         with pytest.raises(ApiAbort) as stop:
@@ -476,13 +519,15 @@ async def test_a_wrong_endpoint_stops_the_run_instead_of_rejecting_every_row(
 
 @pytest.mark.anyio
 async def test_https_proxy_carries_the_run_and_never_sees_the_key(
-        tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     ca.write_pem(tmp_path / "ca.pem")
     cfg = write_import(tmp_path, rows=20, rate_limit=0, concurrency=3, ca_bundle="ca.pem")
     async with ScriptedServer(ssl_context=ca.server) as server, ConnectProxy() as proxy:
         no_proxy_env.setenv("HTTPS_PROXY", proxy.url)
         report = await run_import_async(
-            cfg, api_url=f"https://{PROXIED_HOST}:{server.port}", key=KEY)
+            cfg, api_url=f"https://{PROXIED_HOST}:{server.port}", key=KEY
+        )
     assert (report.accepted, report.rejected) == (20, 0)
     assert 1 <= proxy.tunnels <= 3  # one tunnel per pooled connection, reused
     assert len(server.requests) == 20
@@ -493,28 +538,39 @@ async def test_https_proxy_carries_the_run_and_never_sees_the_key(
 
 @pytest.mark.anyio
 async def test_proxy_credentials_in_https_proxy_are_used(
-        tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     ca.write_pem(tmp_path / "ca.pem")
     cfg = write_import(tmp_path, rows=5, rate_limit=0, ca_bundle="ca.pem")
-    async with ScriptedServer(ssl_context=ca.server) as server, \
-            ConnectProxy(credentials=("alice", "p@ss w0rd")) as proxy:
+    async with (
+        ScriptedServer(ssl_context=ca.server) as server,
+        ConnectProxy(credentials=("alice", "p@ss w0rd")) as proxy,
+    ):
         no_proxy_env.setenv("HTTPS_PROXY", proxy.url.replace("://", "://alice:p%40ss%20w0rd@"))
         report = await run_import_async(
-            cfg, api_url=f"https://{PROXIED_HOST}:{server.port}", key=KEY)
+            cfg, api_url=f"https://{PROXIED_HOST}:{server.port}", key=KEY
+        )
     assert report.accepted == 5 and proxy.tunnels >= 1
 
 
 @pytest.mark.anyio
 async def test_a_proxy_refusing_the_credentials_stops_the_run_without_printing_them(
-        tmp_path: Path, ca: LocalCA) -> None:
+    tmp_path: Path, ca: LocalCA
+) -> None:
     ca.write_pem(tmp_path / "ca.pem")
     cfg = write_import(tmp_path, rows=10, rate_limit=0, concurrency=2, ca_bundle="ca.pem")
-    async with ScriptedServer(ssl_context=ca.server) as server, \
-            ConnectProxy(credentials=("alice", "right")) as proxy:
+    async with (
+        ScriptedServer(ssl_context=ca.server) as server,
+        ConnectProxy(credentials=("alice", "right")) as proxy,
+    ):
         result = await run_cli(
-            "run", str(cfg), "--api-url", f"https://{PROXIED_HOST}:{server.port}",
+            "run",
+            str(cfg),
+            "--api-url",
+            f"https://{PROXIED_HOST}:{server.port}",
             env={"HTTPS_PROXY": proxy.url.replace("://", "://alice:Wr0ngPa55@")},
-            drop=PROXY_VARIABLES)
+            drop=PROXY_VARIABLES,
+        )
     assert result.code == 3, result.err
     [line] = result.err.strip().splitlines()
     assert "refused the tunnel: 407 Proxy Authentication Required" in line
@@ -526,7 +582,8 @@ async def test_a_proxy_refusing_the_credentials_stops_the_run_without_printing_t
 
 @pytest.mark.anyio
 async def test_no_proxy_covering_the_host_bypasses_the_proxy(
-        tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, ca: LocalCA, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     ca.write_pem(tmp_path / "ca.pem")
     cfg = write_import(tmp_path, rows=10, rate_limit=0, max_attempts=1, ca_bundle="ca.pem")
     async with ScriptedServer(ssl_context=ca.server) as server, ConnectProxy() as proxy:
@@ -534,14 +591,14 @@ async def test_no_proxy_covering_the_host_bypasses_the_proxy(
         no_proxy_env.setenv("NO_PROXY", "localhost,.flywheel.test")
         with pytest.raises(ApiAbort, match=f"cannot resolve host {PROXIED_HOST}"):
             # direct, so this machine must resolve the name itself, and cannot
-            await run_import_async(cfg, api_url=f"https://{PROXIED_HOST}:{server.port}",
-                                   key=KEY)
+            await run_import_async(cfg, api_url=f"https://{PROXIED_HOST}:{server.port}", key=KEY)
     assert proxy.connects == [] and proxy.tunnels == 0
 
 
 @pytest.mark.anyio
 async def test_a_loopback_api_is_never_sent_through_a_proxy(
-        tmp_path: Path, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     cfg = write_import(tmp_path, rows=5, rate_limit=0)
     async with ScriptedServer() as server, ConnectProxy() as proxy:
         no_proxy_env.setenv("HTTP_PROXY", proxy.url)
@@ -552,7 +609,8 @@ async def test_a_loopback_api_is_never_sent_through_a_proxy(
 
 @pytest.mark.anyio
 async def test_a_netrc_entry_does_not_get_in_the_way_of_the_key(
-        tmp_path: Path, no_proxy_env: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, no_proxy_env: pytest.MonkeyPatch
+) -> None:
     netrc = tmp_path / "netrc"
     netrc.write_text("default login someone password something\n")
     netrc.chmod(0o600)
@@ -569,11 +627,16 @@ def test_proxy_for_follows_https_proxy_http_proxy_and_no_proxy() -> None:
     env = {"HTTPS_PROXY": "http://proxy.corp:3128", "HTTP_PROXY": "http://other:8080"}
     assert proxy_for(api, env) == yarl.URL("http://proxy.corp:3128")
     assert proxy_for(yarl.URL("http://api.flywheel.cx"), env) == yarl.URL("http://other:8080")
-    assert proxy_for(api, {"https_proxy": "proxy.corp:3128"}) == yarl.URL(
-        "http://proxy.corp:3128")
+    assert proxy_for(api, {"https_proxy": "proxy.corp:3128"}) == yarl.URL("http://proxy.corp:3128")
     assert proxy_for(api, {}) is None
-    for no in ("*", "flywheel.cx", ".flywheel.cx", "api.flywheel.cx", "x.org, flywheel.cx",
-               "api.flywheel.cx:443"):
+    for no in (
+        "*",
+        "flywheel.cx",
+        ".flywheel.cx",
+        "api.flywheel.cx",
+        "x.org, flywheel.cx",
+        "api.flywheel.cx:443",
+    ):
         assert proxy_for(api.with_port(443), {**env, "NO_PROXY": no}) is None, no
     assert proxy_for(api, {**env, "NO_PROXY": "theflywheel.cx,api.flywheel.cx:8443"}) is not None
     for host in ("127.0.0.1", "localhost", "[::1]", "127.9.9.9"):
@@ -582,7 +645,8 @@ def test_proxy_for_follows_https_proxy_http_proxy_and_no_proxy() -> None:
 
 def test_lower_case_proxy_variables_win_and_an_empty_one_turns_the_proxy_off() -> None:
     assert env_proxies({"HTTPS_PROXY": "http://a:1", "https_proxy": "http://b:2"}) == {
-        "https": "http://b:2"}
+        "https": "http://b:2"
+    }
     assert env_proxies({"HTTPS_PROXY": "http://a:1", "https_proxy": ""}) == {}
     assert env_proxies({"HTTP_PROXY": "http://a:1", "REQUEST_METHOD": "GET"}) == {}
 
@@ -598,7 +662,9 @@ def test_no_proxy_matches_domains_addresses_and_blocks() -> None:
 
 def test_an_https_proxy_url_is_a_usage_error_without_its_credentials() -> None:
     with pytest.raises(UsageError) as err:
-        proxy_for(yarl.URL("https://api.flywheel.cx"),
-                  {"HTTPS_PROXY": "https://u:Zq9-secret@p:3129"})
-    assert str(err.value) == ("HTTPS_PROXY must be an http://host:port proxy URL, got "
-                              "'https://***@p:3129'")
+        proxy_for(
+            yarl.URL("https://api.flywheel.cx"), {"HTTPS_PROXY": "https://u:Zq9-secret@p:3129"}
+        )
+    assert str(err.value) == (
+        "HTTPS_PROXY must be an http://host:port proxy URL, got 'https://***@p:3129'"
+    )

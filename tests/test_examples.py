@@ -82,8 +82,9 @@ def load_example(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], Any]:
         monkeypatch.setitem(sys.modules, name, module)
 
     def load(filename: str) -> Any:
-        spec = importlib.util.spec_from_file_location(f"example_{filename[:-3]}",
-                                                      EXAMPLES / filename)
+        spec = importlib.util.spec_from_file_location(
+            f"example_{filename[:-3]}", EXAMPLES / filename
+        )
         assert spec is not None and spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
@@ -136,8 +137,11 @@ def _imports(tree: ast.Module) -> tuple[set[str], set[str], set[str]]:
             elif node.module.startswith("flywheel_import."):
                 names.add(node.module)
     for node in ast.walk(tree):
-        if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
-                and node.value.id in aliases):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in aliases
+        ):
             names.add(node.attr)
     return modules, names, aliases
 
@@ -148,9 +152,12 @@ def _run_import_keywords(tree: ast.Module, aliases: set[str]) -> list[str]:
         if not isinstance(node, ast.Call):
             continue
         f = node.func
-        named = (isinstance(f, ast.Attribute) and f.attr == "run_import"
-                 and isinstance(f.value, ast.Name) and f.value.id in aliases) or (
-                 isinstance(f, ast.Name) and f.id == "run_import")
+        named = (
+            isinstance(f, ast.Attribute)
+            and f.attr == "run_import"
+            and isinstance(f.value, ast.Name)
+            and f.value.id in aliases
+        ) or (isinstance(f, ast.Name) and f.id == "run_import")
         if named:
             found.extend(k.arg for k in node.keywords if k.arg is not None)
     return found
@@ -158,20 +165,23 @@ def _run_import_keywords(tree: ast.Module, aliases: set[str]) -> list[str]:
 
 @pytest.mark.parametrize("filename", sorted(PYTHON_EXAMPLES))
 def test_python_example_compiles_and_uses_only_public_library_names(
-        filename: str, tmp_path: Path) -> None:
+    filename: str, tmp_path: Path
+) -> None:
     path = EXAMPLES / filename
     py_compile.compile(str(path), cfile=str(tmp_path / "x.pyc"), doraise=True)
     tree = ast.parse(path.read_text(encoding="utf-8"))
     modules, names, aliases = _imports(tree)
-    assert modules - set(sys.stdlib_module_names) == {"flywheel_import",
-                                                       PYTHON_EXAMPLES[filename]}
+    assert modules - set(sys.stdlib_module_names) == {"flywheel_import", PYTHON_EXAMPLES[filename]}
     assert names, "the example uses the library"
     assert names <= set(flywheel_import.__all__), names - set(flywheel_import.__all__)
     keywords = _run_import_keywords(tree, aliases)
     assert keywords, "the example calls run_import with options"
     # run_import passes its options on to run_import_async, whose signature names them.
-    accepted = {p.name for p in inspect.signature(run_import_async).parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    accepted = {
+        p.name
+        for p in inspect.signature(run_import_async).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY
+    }
     assert set(keywords) <= accepted, set(keywords) - accepted
 
 
@@ -179,8 +189,12 @@ def test_python_example_compiles_and_uses_only_public_library_names(
 
 
 def test_airflow_shards_together_send_every_row_once(
-        load_example: Callable[[str], Any], sandbox: Sandbox, config: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_example: Callable[[str], Any],
+    sandbox: Sandbox,
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     dag = load_example("airflow_dag.py")
     assert dag.import_shard.expanded == [{"k": list(range(dag.N))}]
     monkeypatch.setattr(dag, "N", 2)
@@ -200,8 +214,12 @@ def test_airflow_shards_together_send_every_row_once(
 
 
 def test_airflow_task_fails_when_the_api_refuses_the_key(
-        load_example: Callable[[str], Any], sandbox: Sandbox, config: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_example: Callable[[str], Any],
+    sandbox: Sandbox,
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     dag = load_example("airflow_dag.py")
     monkeypatch.setenv("FLYWHEEL_API_KEY", "not-the-key")
     monkeypatch.setattr(dag, "CONFIG", str(config))
@@ -212,8 +230,12 @@ def test_airflow_task_fails_when_the_api_refuses_the_key(
 
 
 def test_dagster_asset_returns_the_report_as_metadata(
-        load_example: Callable[[str], Any], sandbox: Sandbox, config: Path,
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    load_example: Callable[[str], Any],
+    sandbox: Sandbox,
+    config: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     module = load_example("dagster_asset.py")
     monkeypatch.setattr(module, "CONFIG", str(config))
     monkeypatch.setattr(module, "INPUTS", [str(SAMPLE)])
@@ -264,7 +286,10 @@ def test_nightly_command_parses_and_its_mapping_has_a_watermark() -> None:
     config = load_config(EXAMPLES / "nightly.yaml")
     assert config.mapping.watermark == "ts"
     assert config.output.state is not None
-    cron = [x for x in (EXAMPLES / "cron.txt").read_text().splitlines()
-            if x.strip() and not x.startswith("#")]
+    cron = [
+        x
+        for x in (EXAMPLES / "cron.txt").read_text().splitlines()
+        if x.strip() and not x.startswith("#")
+    ]
     assert len(cron) == 1 and cron[0].split()[5].endswith("/nightly.sh")
     assert len(cron[0].split()) == 6

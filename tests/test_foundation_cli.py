@@ -26,8 +26,13 @@ def _setup(tmp_path: Path, data: str) -> Path:
 
 def _outputs(tmp_path: Path) -> list[str]:
     out = tmp_path / "out"
-    return ["--rejects", str(out / "rejects.csv"), "--report", str(out / "report.json"),
-            "--no-progress"]
+    return [
+        "--rejects",
+        str(out / "rejects.csv"),
+        "--report",
+        str(out / "report.json"),
+        "--no-progress",
+    ]
 
 
 def _assert_one_line_error(err: str) -> str:
@@ -44,8 +49,9 @@ def _assert_no_outputs(tmp_path: Path) -> None:
     assert not (out / "report.json").exists()
 
 
-def test_exit_code_0_when_nothing_is_rejected(tmp_path: Path,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_0_when_nothing_is_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _setup(tmp_path, CLEAN)
     assert main(["validate", str(config), *_outputs(tmp_path)]) == 0
     out = capsys.readouterr().out
@@ -53,8 +59,9 @@ def test_exit_code_0_when_nothing_is_rejected(tmp_path: Path,
     assert read_rejects(tmp_path / "out" / "rejects.csv") == []
 
 
-def test_exit_code_1_when_rows_are_rejected(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_1_when_rows_are_rejected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _setup(tmp_path, DIRTY)
     assert main(["validate", str(config), *_outputs(tmp_path)]) == 1
     out = capsys.readouterr().out
@@ -73,20 +80,26 @@ def test_input_arguments_replace_source_path(tmp_path: Path) -> None:
 
 
 def test_exit_code_2_for_invalid_config_with_one_line_and_no_outputs(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_data(tmp_path / "data", "events.csv", CLEAN)
     config = tmp_path / "bad.yaml"
-    config.write_text("source: {path: data/events.csv}\nmapping:\n  event: event\n"
-                      "  timestamp: {column: ts, unit: minutes}\n", encoding="utf-8")
+    config.write_text(
+        "source: {path: data/events.csv}\nmapping:\n  event: event\n"
+        "  timestamp: {column: ts, unit: minutes}\n",
+        encoding="utf-8",
+    )
     assert main(["validate", str(config), *_outputs(tmp_path)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
-    assert line == (f"flywheel-import: error: {config}:4: mapping.timestamp.unit: "
-                    "must be one of s, ms, us, ns")
+    assert line == (
+        f"flywheel-import: error: {config}:4: mapping.timestamp.unit: must be one of s, ms, us, ns"
+    )
     _assert_no_outputs(tmp_path)
 
 
-def test_exit_code_2_for_unknown_config_key(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_2_for_unknown_config_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("mapping:\n  event: event\n  evnt_id: id\n", encoding="utf-8")
     assert main(["validate", str(config), *_outputs(tmp_path)]) == 2
@@ -95,16 +108,18 @@ def test_exit_code_2_for_unknown_config_key(tmp_path: Path,
     _assert_no_outputs(tmp_path)
 
 
-def test_exit_code_2_for_missing_config_file(tmp_path: Path,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_2_for_missing_config_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(["validate", str(tmp_path / "nope.yaml"), *_outputs(tmp_path)]) == 2
     line = _assert_one_line_error(capsys.readouterr().err)
     assert "nope.yaml" in line
     _assert_no_outputs(tmp_path)
 
 
-def test_exit_code_2_for_missing_input_file(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_2_for_missing_input_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _setup(tmp_path, CLEAN)
     missing = tmp_path / "data" / "missing.csv"
     assert main(["validate", str(config), str(missing), *_outputs(tmp_path)]) == 2
@@ -113,8 +128,9 @@ def test_exit_code_2_for_missing_input_file(tmp_path: Path,
     _assert_no_outputs(tmp_path)
 
 
-def test_exit_code_2_for_glob_matching_nothing(tmp_path: Path,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_exit_code_2_for_glob_matching_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = _setup(tmp_path, CLEAN)
     pattern = str(tmp_path / "data" / "*.parquet")
     assert main(["validate", str(config), pattern, *_outputs(tmp_path)]) == 2
@@ -124,7 +140,8 @@ def test_exit_code_2_for_glob_matching_nothing(tmp_path: Path,
 
 
 def test_exit_code_2_for_mapped_column_missing_from_data(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     write_data(tmp_path / "data", "events.csv", csv_text("name,user_id,ts", "a,u1,2024-01-15"))
     config = write_config(tmp_path, source={"path": "data/events.csv"})
     assert main(["validate", str(config), *_outputs(tmp_path)]) == 2
@@ -134,15 +151,19 @@ def test_exit_code_2_for_mapped_column_missing_from_data(
     _assert_no_outputs(tmp_path)
 
 
-@pytest.mark.parametrize("argv", [
-    ["validate"],
-    ["validate", "x.yaml", "--bogus"],
-    ["frobnicate", "x.yaml"],
-    [],
-    ["run", "x.yaml", "--concurrency", "0"],
-])
-def test_exit_code_2_for_bad_command_line(argv: list[str],
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["validate"],
+        ["validate", "x.yaml", "--bogus"],
+        ["frobnicate", "x.yaml"],
+        [],
+        ["run", "x.yaml", "--concurrency", "0"],
+    ],
+)
+def test_exit_code_2_for_bad_command_line(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
@@ -151,9 +172,15 @@ def test_exit_code_2_for_bad_command_line(argv: list[str],
 
 # --- the bundled sample ----------------------------------------------------------------------
 
-SAMPLE_REJECTS = {42: "MISSING_EVENT_NAME", 88: "INVALID_EVENT_NAME", 134: "MISSING_TIMESTAMP",
-                  251: "INVALID_TIMESTAMP", 378: "MISSING_IDENTITY", 513: "DUPLICATE_EVENT_ID",
-                  702: "MALFORMED_ROW"}
+SAMPLE_REJECTS = {
+    42: "MISSING_EVENT_NAME",
+    88: "INVALID_EVENT_NAME",
+    134: "MISSING_TIMESTAMP",
+    251: "INVALID_TIMESTAMP",
+    378: "MISSING_IDENTITY",
+    513: "DUPLICATE_EVENT_ID",
+    702: "MALFORMED_ROW",
+}
 
 
 def test_example_config_validates_bundled_csv_with_known_rejects(tmp_path: Path) -> None:
@@ -169,7 +196,8 @@ def test_example_config_validates_bundled_csv_with_known_rejects(tmp_path: Path)
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert (report["rows_read"], report["valid"], report["rejected"]) == (1201, 1194, 7)
     assert {k: v["count"] for k, v in report["rejected_by_code"].items()} == {
-        code: 1 for code in SAMPLE_REJECTS.values()}
+        code: 1 for code in SAMPLE_REJECTS.values()
+    }
 
 
 def test_example_config_sends_typed_sample_events() -> None:
@@ -177,10 +205,17 @@ def test_example_config_sends_typed_sample_events() -> None:
     assert len(bodies) == 1194
     first = bodies[0]
     assert first == {
-        "event_id": "evt_0000001", "event": "page_viewed", "user_id": "004703",
+        "event_id": "evt_0000001",
+        "event": "page_viewed",
+        "user_id": "004703",
         "timestamp": "2024-08-06T02:35:30Z",
-        "properties": {"page": "/", "plan": "starter", "utm_source": "newsletter",
-                       "zip": "00501", "is_trial": False},
+        "properties": {
+            "page": "/",
+            "plan": "starter",
+            "utm_source": "newsletter",
+            "zip": "00501",
+            "is_trial": False,
+        },
     }
     purchase = next(b for b in bodies if b["event_id"] == "evt_0000002")
     assert purchase["properties"]["price"] == 348.97
@@ -191,23 +226,30 @@ def test_sample_parquet_validates_with_the_same_mapping_as_input(tmp_path: Path)
     assert main(["validate", str(EXAMPLE), str(SAMPLE_PARQUET), *_outputs(tmp_path)]) == 1
     rejects = read_rejects(tmp_path / "out" / "rejects.csv")
     codes = {r["event_id"]: r["_error_code"] for r in rejects}
-    assert codes == {"evt_0000042": "MISSING_EVENT_NAME", "evt_0000088": "INVALID_EVENT_NAME",
-                     "evt_0000378": "MISSING_IDENTITY", "evt_0000512": "DUPLICATE_EVENT_ID"}
+    assert codes == {
+        "evt_0000042": "MISSING_EVENT_NAME",
+        "evt_0000088": "INVALID_EVENT_NAME",
+        "evt_0000378": "MISSING_IDENTITY",
+        "evt_0000512": "DUPLICATE_EVENT_ID",
+    }
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert (report["rows_read"], report["valid"], report["rejected"]) == (1198, 1194, 4)
 
 
 def test_sample_parquet_and_csv_give_the_same_events() -> None:
     from_csv = {e["event_id"]: e for e in (json.loads(b)["event"] for b in bodies_for(EXAMPLE))}
-    from_pq = {e["event_id"]: e
-               for e in (json.loads(b)["event"] for b in bodies_for(EXAMPLE, [SAMPLE_PARQUET]))}
+    from_pq = {
+        e["event_id"]: e
+        for e in (json.loads(b)["event"] for b in bodies_for(EXAMPLE, [SAMPLE_PARQUET]))
+    }
     common = from_csv.keys() & from_pq.keys()
     assert len(common) >= 1190
     assert [eid for eid in sorted(common) if from_csv[eid] != from_pq[eid]] == []
 
 
 def test_unwritable_outputs_fail_before_reading_with_exit_2(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "ok.csv"
     data.write_text("event,user\na,1\n")
     cfg = tmp_path / "c.yaml"
@@ -220,7 +262,8 @@ def test_unwritable_outputs_fail_before_reading_with_exit_2(
 
 
 def test_an_empty_input_file_is_named_in_a_one_line_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "empty.csv"
     data.write_bytes(b"")
     cfg = tmp_path / "c.yaml"

@@ -36,8 +36,9 @@ def test_unknown_top_level_key_suggests_source(tmp_path: Path) -> None:
 
 def test_unknown_nested_key_in_timestamp_suggests_timezone(tmp_path: Path) -> None:
     msg, path = _error(tmp_path, "mapping:\n  event: e\n  timestamp: {column: ts, zone: UTC}\n")
-    assert msg.startswith(f"{path}:3: mapping.timestamp.zone: unknown key "
-                          "(did you mean 'timezone'?)")
+    assert msg.startswith(
+        f"{path}:3: mapping.timestamp.zone: unknown key (did you mean 'timezone'?)"
+    )
 
 
 def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
@@ -48,28 +49,30 @@ def test_wrong_type_names_key_and_value(tmp_path: Path) -> None:
 
 
 def test_wrong_type_list_expected(tmp_path: Path) -> None:
-    msg, path = _error(tmp_path,
-                       "mapping:\n  event: e\n  properties:\n    exclude: notalist\n")
+    msg, path = _error(tmp_path, "mapping:\n  event: e\n  properties:\n    exclude: notalist\n")
     assert msg.startswith(f"{path}:4: mapping.properties.exclude: ")
     assert "list" in msg
 
 
 def test_bad_enum_lists_the_allowed_values(tmp_path: Path) -> None:
-    msg, path = _error(tmp_path, "mapping:\n  event: e\n  timestamp:\n    column: ts\n"
-                                 "    unit: minutes\n")
+    msg, path = _error(
+        tmp_path, "mapping:\n  event: e\n  timestamp:\n    column: ts\n    unit: minutes\n"
+    )
     assert msg == f"{path}:5: mapping.timestamp.unit: must be one of s, ms, us, ns"
 
 
 def test_bad_property_type_enum(tmp_path: Path) -> None:
-    msg, path = _error(tmp_path, "mapping:\n  event: e\n  properties:\n"
-                                 "    types: {price: money}\n")
-    assert msg == (f"{path}:4: mapping.properties.types.price: must be one of string, number, "
-                   "integer, boolean, datetime")
+    msg, path = _error(tmp_path, "mapping:\n  event: e\n  properties:\n    types: {price: money}\n")
+    assert msg == (
+        f"{path}:4: mapping.properties.types.price: must be one of string, number, "
+        "integer, boolean, datetime"
+    )
 
 
 def test_unknown_timezone_is_a_config_error(tmp_path: Path) -> None:
-    msg, path = _error(tmp_path, "mapping:\n  event: e\n  timestamp: {column: ts, "
-                                 "timezone: Mars/Base}\n")
+    msg, path = _error(
+        tmp_path, "mapping:\n  event: e\n  timestamp: {column: ts, timezone: Mars/Base}\n"
+    )
     assert msg.startswith(f"{path}:3: mapping.timestamp.timezone: ")
     assert "Mars/Base" in msg
 
@@ -101,8 +104,9 @@ def test_config_file_not_found(tmp_path: Path) -> None:
 
 
 def test_mapped_column_missing_from_data_names_column_and_file(tmp_path: Path) -> None:
-    data = write_data(tmp_path / "data", "events.csv",
-                      csv_text("event,uid,ts", "a,u1,2024-01-01 00:00:00"))
+    data = write_data(
+        tmp_path / "data", "events.csv", csv_text("event,uid,ts", "a,u1,2024-01-01 00:00:00")
+    )
     config = write_config(tmp_path, source={"path": "data/events.csv"})
     with pytest.raises(ConfigError) as info:
         validate(config, rejects=tmp_path / "out" / "r.csv", report=tmp_path / "out" / "r.json")
@@ -116,11 +120,19 @@ def test_mapped_column_missing_from_data_names_column_and_file(tmp_path: Path) -
 
 
 def test_declared_type_for_unknown_property_is_config_error(tmp_path: Path) -> None:
-    write_data(tmp_path / "data", "events.csv",
-               csv_text("event,user_id,ts", "a,u1,2024-01-01 00:00:00"))
-    config = write_config(tmp_path, {"event": "event", "user_id": "user_id", "timestamp": "ts",
-                                     "properties": {"types": {"prize": "number"}}},
-                          source={"path": "data/events.csv"})
+    write_data(
+        tmp_path / "data", "events.csv", csv_text("event,user_id,ts", "a,u1,2024-01-01 00:00:00")
+    )
+    config = write_config(
+        tmp_path,
+        {
+            "event": "event",
+            "user_id": "user_id",
+            "timestamp": "ts",
+            "properties": {"types": {"prize": "number"}},
+        },
+        source={"path": "data/events.csv"},
+    )
     with pytest.raises(ConfigError, match=r"mapping\.properties\.types\.prize"):
         validate(config, rejects=tmp_path / "r.csv")
 

@@ -9,8 +9,10 @@ import polars as pl
 
 from tests.foundation_helpers import Result, bodies_for, csv_text, run
 
-ROWS = [f"{name},u{i},2024-01-0{i} 10:00:00,{i * 1.5}"
-        for i, name in enumerate(["signup", "login", "login", "purchase", "logout"], start=1)]
+ROWS = [
+    f"{name},u{i},2024-01-0{i} 10:00:00,{i * 1.5}"
+    for i, name in enumerate(["signup", "login", "login", "purchase", "logout"], start=1)
+]
 DATA = csv_text("event,user_id,ts,amount", *ROWS)
 
 
@@ -27,16 +29,29 @@ def test_every_body_has_an_event_id(tmp_path: Path) -> None:
 
 def test_mapped_event_ids_are_sent_as_is(tmp_path: Path) -> None:
     mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts", "event_id": "id"}
-    res = run(tmp_path, csv_text("id,event,user_id,ts", "evt-42,a,u1,2024-01-01 00:00:00",
-                                 "000123,a,u2,2024-01-01 00:00:00",
-                                 "Some Id/With:Chars,a,u3,2024-01-01 00:00:00"), mapping)
+    res = run(
+        tmp_path,
+        csv_text(
+            "id,event,user_id,ts",
+            "evt-42,a,u1,2024-01-01 00:00:00",
+            "000123,a,u2,2024-01-01 00:00:00",
+            "Some Id/With:Chars,a,u3,2024-01-01 00:00:00",
+        ),
+        mapping,
+    )
     assert [e["event_id"] for e in res.events()] == ["evt-42", "000123", "Some Id/With:Chars"]
     assert all("id" not in e["properties"] for e in res.events())
 
 
 def test_mapped_numeric_parquet_event_id_is_text(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"id": [1001, 1002], "event": ["a", "a"], "user_id": ["u1", "u2"],
-                          "ts": ["2024-01-01T00:00:00Z"] * 2})
+    frame = pl.DataFrame(
+        {
+            "id": [1001, 1002],
+            "event": ["a", "a"],
+            "user_id": ["u1", "u2"],
+            "ts": ["2024-01-01T00:00:00Z"] * 2,
+        }
+    )
     mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts", "event_id": "id"}
     res = run(tmp_path, frame, mapping, name="data.parquet")
     assert [e["event_id"] for e in res.events()] == ["1001", "1002"]
@@ -63,8 +78,12 @@ def test_different_rows_get_different_derived_ids(tmp_path: Path) -> None:
 
 
 def test_rows_differing_in_one_property_get_different_ids(tmp_path: Path) -> None:
-    res = run(tmp_path, csv_text("event,user_id,ts,plan", "a,u1,2024-01-01 00:00:00,free",
-                                 "a,u1,2024-01-01 00:00:00,pro"))
+    res = run(
+        tmp_path,
+        csv_text(
+            "event,user_id,ts,plan", "a,u1,2024-01-01 00:00:00,free", "a,u1,2024-01-01 00:00:00,pro"
+        ),
+    )
     ids = [e["event_id"] for e in res.events()]
     assert len(ids) == 2
     assert ids[0] != ids[1]
@@ -89,13 +108,21 @@ def _assert_every_sent_event_has_an_id(res: Result) -> None:
 
 def test_empty_mapped_event_id_is_never_sent_as_empty_string(tmp_path: Path) -> None:
     mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts", "event_id": "id"}
-    res = run(tmp_path, csv_text("id,event,user_id,ts", "i1,a,u1,2024-01-01 00:00:00",
-                                 ",a,u2,2024-01-01 00:00:00"), mapping)
+    res = run(
+        tmp_path,
+        csv_text("id,event,user_id,ts", "i1,a,u1,2024-01-01 00:00:00", ",a,u2,2024-01-01 00:00:00"),
+        mapping,
+    )
     _assert_every_sent_event_has_an_id(res)
 
 
 def test_empty_mapped_event_id_next_to_escaped_id_gives_valid_json(tmp_path: Path) -> None:
     mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts", "event_id": "id"}
-    res = run(tmp_path, csv_text("id,event,user_id,ts", '"i""1",a,u1,2024-01-01 00:00:00',
-                                 ",a,u2,2024-01-01 00:00:00"), mapping)
+    res = run(
+        tmp_path,
+        csv_text(
+            "id,event,user_id,ts", '"i""1",a,u1,2024-01-01 00:00:00', ",a,u2,2024-01-01 00:00:00"
+        ),
+        mapping,
+    )
     _assert_every_sent_event_has_an_id(res)

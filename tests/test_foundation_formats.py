@@ -23,12 +23,18 @@ PLAIN_PROPS = [{"zip": "02134", "price": 9.5}, {"zip": "10001", "price": 2}]
 
 
 def test_parquet_typed_columns_keep_their_json_types(tmp_path: Path) -> None:
-    frame = pl.DataFrame({
-        "event": ["a", "b"], "user_id": ["000123", "u2"],
-        "ts": [datetime(2024, 1, 15, 10, 30, tzinfo=UTC)] * 2,
-        "count": [3, -1], "ratio": [0.5, 2.0], "flag": [True, False], "label": ["x", "007"],
-        "day": [datetime(2024, 2, 1, 8, tzinfo=UTC), None],
-    })
+    frame = pl.DataFrame(
+        {
+            "event": ["a", "b"],
+            "user_id": ["000123", "u2"],
+            "ts": [datetime(2024, 1, 15, 10, 30, tzinfo=UTC)] * 2,
+            "count": [3, -1],
+            "ratio": [0.5, 2.0],
+            "flag": [True, False],
+            "label": ["x", "007"],
+            "day": [datetime(2024, 2, 1, 8, tzinfo=UTC), None],
+        }
+    )
     res = run(tmp_path, frame, name="data.parquet")
     assert res.rejects == []
     assert [e["user_id"] for e in res.events()] == ["000123", "u2"]
@@ -40,20 +46,32 @@ def test_parquet_typed_columns_keep_their_json_types(tmp_path: Path) -> None:
 
 
 def test_parquet_struct_column_is_flattened_to_dotted_keys(tmp_path: Path) -> None:
-    frame = pl.DataFrame({
-        "event": ["a", "a"], "user_id": ["u1", "u2"], "ts": ["2024-01-15T10:30:00Z"] * 2,
-        "device": [{"os": "ios", "info": {"version": 17}}, {"os": "android", "info": None}],
-    })
+    frame = pl.DataFrame(
+        {
+            "event": ["a", "a"],
+            "user_id": ["u1", "u2"],
+            "ts": ["2024-01-15T10:30:00Z"] * 2,
+            "device": [{"os": "ios", "info": {"version": 17}}, {"os": "android", "info": None}],
+        }
+    )
     res = run(tmp_path, frame, name="data.parquet")
     assert res.rejects == []
-    assert res.props() == [{"device.os": "ios", "device.info.version": 17},
-                           {"device.os": "android"}]
+    assert res.props() == [
+        {"device.os": "ios", "device.info.version": 17},
+        {"device.os": "android"},
+    ]
 
 
 def test_parquet_list_column_is_sent_as_json_text(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"event": ["a", "a"], "user_id": ["u1", "u2"],
-                          "ts": ["2024-01-15T10:30:00Z"] * 2,
-                          "tags": [["red", "blue"], []], "nums": [[1, 2], [3]]})
+    frame = pl.DataFrame(
+        {
+            "event": ["a", "a"],
+            "user_id": ["u1", "u2"],
+            "ts": ["2024-01-15T10:30:00Z"] * 2,
+            "tags": [["red", "blue"], []],
+            "nums": [[1, 2], [3]],
+        }
+    )
     res = run(tmp_path, frame, name="data.parquet")
     assert res.rejects == []
     props = res.props()
@@ -66,16 +84,32 @@ def test_parquet_list_column_is_sent_as_json_text(tmp_path: Path) -> None:
 
 
 def test_ndjson_input_with_nested_object_is_flattened(tmp_path: Path) -> None:
-    lines = [{"event": "a", "user_id": "000123", "ts": "2024-01-15T10:30:00Z", "price": 9.5,
-              "ctx": {"page": "/x", "geo": {"country": "FR"}}, "ok": True},
-             {"event": "b", "user_id": "u2", "ts": "2024-01-15T10:30:00+01:00", "price": 3,
-              "ctx": {"page": "/y", "geo": {"country": "DE"}}, "ok": False}]
+    lines = [
+        {
+            "event": "a",
+            "user_id": "000123",
+            "ts": "2024-01-15T10:30:00Z",
+            "price": 9.5,
+            "ctx": {"page": "/x", "geo": {"country": "FR"}},
+            "ok": True,
+        },
+        {
+            "event": "b",
+            "user_id": "u2",
+            "ts": "2024-01-15T10:30:00+01:00",
+            "price": 3,
+            "ctx": {"page": "/y", "geo": {"country": "DE"}},
+            "ok": False,
+        },
+    ]
     text = "\n".join(json.dumps(x) for x in lines) + "\n"
     res = run(tmp_path, text, name="events.ndjson")
     assert res.rejects == []
     assert [e["user_id"] for e in res.events()] == ["000123", "u2"]
-    assert [e["timestamp"] for e in res.events()] == ["2024-01-15T10:30:00Z",
-                                                      "2024-01-15T09:30:00Z"]
+    assert [e["timestamp"] for e in res.events()] == [
+        "2024-01-15T10:30:00Z",
+        "2024-01-15T09:30:00Z",
+    ]
     assert res.props() == [
         {"price": 9.5, "ctx.page": "/x", "ctx.geo.country": "FR", "ok": True},
         {"price": 3, "ctx.page": "/y", "ctx.geo.country": "DE", "ok": False},
@@ -83,9 +117,11 @@ def test_ndjson_input_with_nested_object_is_flattened(tmp_path: Path) -> None:
 
 
 def test_ndjson_bad_json_line_is_malformed_row(tmp_path: Path) -> None:
-    text = ('{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z"}\n'
-            '{"event":"a","user_id":"u2",\n'
-            '{"event":"a","user_id":"u3","ts":"2024-01-15T10:30:00Z"}\n')
+    text = (
+        '{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z"}\n'
+        '{"event":"a","user_id":"u2",\n'
+        '{"event":"a","user_id":"u3","ts":"2024-01-15T10:30:00Z"}\n'
+    )
     res = run(tmp_path, text, name="events.jsonl")
     assert [(r["_row"], r["_error_code"]) for r in res.rejects] == [(2, "MALFORMED_ROW")]
     assert res.rejects[0]["_raw"] == '{"event":"a","user_id":"u2",'
@@ -93,21 +129,25 @@ def test_ndjson_bad_json_line_is_malformed_row(tmp_path: Path) -> None:
 
 
 def test_ndjson_line_that_is_not_an_object_is_malformed_row(tmp_path: Path) -> None:
-    text = ('{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z"}\n[1,2]\n')
+    text = '{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z"}\n[1,2]\n'
     res = run(tmp_path, text, name="events.ndjson")
     assert [(r["_row"], r["_error_code"]) for r in res.rejects] == [(2, "MALFORMED_ROW")]
 
 
 def test_ndjson_missing_key_reads_as_empty(tmp_path: Path) -> None:
-    text = ('{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z","page":"/x"}\n'
-            '{"event":"a","user_id":"u2","ts":"2024-01-15T10:30:00Z"}\n')
+    text = (
+        '{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z","page":"/x"}\n'
+        '{"event":"a","user_id":"u2","ts":"2024-01-15T10:30:00Z"}\n'
+    )
     res = run(tmp_path, text, name="events.ndjson")
     assert res.props() == [{"page": "/x"}, {}]
 
 
 def test_ndjson_column_with_numbers_and_text_stays_text_for_whole_file(tmp_path: Path) -> None:
-    rows = [{"event": "a", "user_id": f"u{i}", "ts": "2024-01-15T10:30:00Z", "code": i}
-            for i in range(1, 5)]
+    rows = [
+        {"event": "a", "user_id": f"u{i}", "ts": "2024-01-15T10:30:00Z", "code": i}
+        for i in range(1, 5)
+    ]
     rows.append({"event": "a", "user_id": "u5", "ts": "2024-01-15T10:30:00Z", "code": "x"})
     text = "\n".join(json.dumps(r) for r in rows) + "\n"
     res = run(tmp_path, text, name="events.ndjson", source={"batch_rows": 2})
@@ -137,7 +177,9 @@ def test_zstd_csv_with_bad_row_is_rejected_with_row_number(tmp_path: Path) -> No
     data = zstandard.ZstdCompressor().compress(text.encode())
     res = run(tmp_path, data, name="data.csv.zst")
     assert sorted((r["_row"], r["_error_code"]) for r in res.rejects) == [
-        (2, "MALFORMED_ROW"), (3, "INVALID_EVENT_NAME")]
+        (2, "MALFORMED_ROW"),
+        (3, "INVALID_EVENT_NAME"),
+    ]
 
 
 def test_gzip_csv_column_type_is_decided_once_per_file(tmp_path: Path) -> None:
@@ -149,12 +191,15 @@ def test_gzip_csv_column_type_is_decided_once_per_file(tmp_path: Path) -> None:
 
 def test_gzip_ndjson_and_parquet_inputs(tmp_path: Path) -> None:
     nd = '{"event":"a","user_id":"u1","ts":"2024-01-15T10:30:00Z","n":1}\n'
-    frame = pl.DataFrame({"event": ["b"], "user_id": ["u2"], "ts": ["2024-01-15T10:30:00Z"],
-                          "n": [2]})
+    frame = pl.DataFrame(
+        {"event": ["b"], "user_id": ["u2"], "ts": ["2024-01-15T10:30:00Z"], "n": [2]}
+    )
     pq = tmp_path / "tmp.parquet"
     frame.write_parquet(pq)
-    res = run(tmp_path, {"a.ndjson.gz": gzip.compress(nd.encode()),
-                         "b.parquet.gz": gzip.compress(pq.read_bytes())})
+    res = run(
+        tmp_path,
+        {"a.ndjson.gz": gzip.compress(nd.encode()), "b.parquet.gz": gzip.compress(pq.read_bytes())},
+    )
     assert res.rejects == []
     assert [(e["event"], e["properties"]["n"]) for e in res.events()] == [("a", 1), ("b", 2)]
 
@@ -180,8 +225,9 @@ def test_glob_in_source_path_matches_files_in_sorted_order(tmp_path: Path) -> No
 
 def test_glob_given_as_input_argument(tmp_path: Path) -> None:
     _three_files(tmp_path)
-    res = run(tmp_path, {}, source={"path": "nowhere.csv"},
-              inputs=[str(tmp_path / "data" / "*.csv")])
+    res = run(
+        tmp_path, {}, source={"path": "nowhere.csv"}, inputs=[str(tmp_path / "data" / "*.csv")]
+    )
     assert [e["event"] for e in res.events()] == ["a", "b"]
 
 
@@ -209,8 +255,12 @@ def test_tsv_defaults_to_tab_delimiter(tmp_path: Path) -> None:
 
 
 def test_explicit_delimiter_overrides_tsv_default(tmp_path: Path) -> None:
-    res = run(tmp_path, f"event;user_id;ts\na;u1;{TS}\n", name="data.tsv",
-              source={"csv": {"delimiter": ";"}})
+    res = run(
+        tmp_path,
+        f"event;user_id;ts\na;u1;{TS}\n",
+        name="data.tsv",
+        source={"csv": {"delimiter": ";"}},
+    )
     assert res.rejects == []
     assert res.events()[0]["user_id"] == "u1"
 
@@ -232,8 +282,12 @@ def test_utf8_bom_is_not_part_of_first_column_name(tmp_path: Path) -> None:
 
 
 def test_crlf_line_endings(tmp_path: Path) -> None:
-    text = csv_text("event,user_id,ts,zip,price", f"a,000123,{TS},02134,9.5",
-                    f"b,u2,{TS},10001,2", newline="\r\n")
+    text = csv_text(
+        "event,user_id,ts,zip,price",
+        f"a,000123,{TS},02134,9.5",
+        f"b,u2,{TS},10001,2",
+        newline="\r\n",
+    )
     res = run(tmp_path, text)
     assert res.rejects == []
     assert res.props() == PLAIN_PROPS
@@ -247,8 +301,9 @@ def test_crlf_with_malformed_row_keeps_raw_without_line_break(tmp_path: Path) ->
     assert [e["user_id"] for e in res.events()] == ["u1", "u3"]
 
 
-def test_input_argument_is_relative_to_working_directory(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_input_argument_is_relative_to_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_data(tmp_path / "in", "x.csv", PLAIN)
     (tmp_path / "cfg").mkdir()
     config = write_config(tmp_path / "cfg")
@@ -259,7 +314,8 @@ def test_input_argument_is_relative_to_working_directory(tmp_path: Path,
 
 
 def test_a_rejects_file_written_into_the_input_folder_is_refused_not_read_back(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     from flywheel_import import validate
     from flywheel_import.errors import UsageError
 
@@ -267,8 +323,10 @@ def test_a_rejects_file_written_into_the_input_folder_is_refused_not_read_back(
     folder.mkdir()
     (folder / "day1.csv").write_text("event,user\nok,1\nbad name,2\n")
     cfg = tmp_path / "c.yaml"
-    cfg.write_text("source: {path: exports}\nmapping: {event: event, user_id: user}\n"
-                   "output: {rejects: exports/rejects.csv}\n")
+    cfg.write_text(
+        "source: {path: exports}\nmapping: {event: event, user_id: user}\n"
+        "output: {rejects: exports/rejects.csv}\n"
+    )
     first = validate(cfg)
     kept = (folder / "rejects.csv").read_bytes()
     with pytest.raises(UsageError, match="also an input"):

@@ -18,27 +18,32 @@ from tests.foundation_helpers import bodies_for, csv_text, read_rejects, run, wr
 HEADER = "event,user_id,ts,zip,price"
 DATA = csv_text(
     HEADER,
-    "signup,000123,2024-01-15 10:30:00,02134,9.5",     # 1 ok
-    "bad name!,000124,2024-01-15 10:30:00,02135,1",    # 2 INVALID_EVENT_NAME
-    "login,000125,not a time,10001,2",                 # 3 INVALID_TIMESTAMP
-    "login,000126,2024-01-15",                         # 4 MALFORMED_ROW
-    "login,000127,2024-01-16 08:00:00,94103,3.25",     # 5 ok
-    ",,,,",                                            # 6 three codes
+    "signup,000123,2024-01-15 10:30:00,02134,9.5",  # 1 ok
+    "bad name!,000124,2024-01-15 10:30:00,02135,1",  # 2 INVALID_EVENT_NAME
+    "login,000125,not a time,10001,2",  # 3 INVALID_TIMESTAMP
+    "login,000126,2024-01-15",  # 4 MALFORMED_ROW
+    "login,000127,2024-01-16 08:00:00,94103,3.25",  # 5 ok
+    ",,,,",  # 6 three codes
 )
 TAIL = ["_source", "_row", "_error_code", "_error_message"]
 
 
-def test_rejects_csv_has_original_columns_as_text_then_underscore_columns(
-        tmp_path: Path) -> None:
+def test_rejects_csv_has_original_columns_as_text_then_underscore_columns(tmp_path: Path) -> None:
     res = run(tmp_path, DATA)
     header = next(csv.reader(io.StringIO(res.rejects_path.read_text(encoding="utf-8"))))
     assert header == ["event", "user_id", "ts", "zip", "price", *TAIL, "_raw"]
     by_row = {r["_row"]: r for r in res.rejects}
     assert sorted(by_row) == [2, 3, 4, 6]
     assert by_row[2] == {
-        "event": "bad name!", "user_id": "000124", "ts": "2024-01-15 10:30:00", "zip": "02135",
-        "price": "1", "_source": str(tmp_path / "data" / "data.csv"), "_row": 2,
-        "_error_code": "INVALID_EVENT_NAME", "_raw": None,
+        "event": "bad name!",
+        "user_id": "000124",
+        "ts": "2024-01-15 10:30:00",
+        "zip": "02135",
+        "price": "1",
+        "_source": str(tmp_path / "data" / "data.csv"),
+        "_row": 2,
+        "_error_code": "INVALID_EVENT_NAME",
+        "_raw": None,
         "_error_message": "event name 'bad name!' must match ^[a-zA-Z0-9_-]+$",
     }
     assert by_row[3]["_error_code"] == "INVALID_TIMESTAMP"
@@ -49,12 +54,29 @@ def test_rejects_csv_has_original_columns_as_text_then_underscore_columns(
 
 
 def test_rejects_from_parquet_input_hold_values_as_text(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"event": ["bad!"], "user_id": [123], "ts": ["2024-01-15T10:30:00Z"],
-                          "price": [9.5], "flag": [True], "tags": [["x", "y"]]})
+    frame = pl.DataFrame(
+        {
+            "event": ["bad!"],
+            "user_id": [123],
+            "ts": ["2024-01-15T10:30:00Z"],
+            "price": [9.5],
+            "flag": [True],
+            "tags": [["x", "y"]],
+        }
+    )
     res = run(tmp_path, frame, name="data.parquet", rejects_name="rejects.parquet")
     out = pl.read_parquet(res.rejects_path)
-    for name in ("event", "user_id", "ts", "price", "flag", "tags", "_source",
-                 "_error_code", "_error_message"):
+    for name in (
+        "event",
+        "user_id",
+        "ts",
+        "price",
+        "flag",
+        "tags",
+        "_source",
+        "_error_code",
+        "_error_message",
+    ):
         assert out.schema[name] == pl.String, name
     row = out.row(0, named=True)
     assert (row["user_id"], row["price"], row["flag"]) == ("123", "9.5", "true")
@@ -89,8 +111,7 @@ def test_no_temporary_files_are_left_next_to_the_outputs(tmp_path: Path) -> None
     many = csv_text(HEADER, *[f"bad!,u{i},2024-01-15 10:30:00,1,1" for i in range(200)])
     res = run(tmp_path, many, source={"batch_rows": 7})
     assert res.report.rejected == 200
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rejects.csv",
-                                                                    "report.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["rejects.csv", "report.json"]
 
 
 def test_empty_rejects_file_replaces_a_stale_one(tmp_path: Path) -> None:
@@ -144,8 +165,7 @@ def test_fixed_rejects_file_fed_back_as_input_validates_clean(tmp_path: Path) ->
 
 def test_parquet_rejects_fed_back_unchanged_reproduce_the_same_rejects(tmp_path: Path) -> None:
     res = run(tmp_path, DATA, rejects_name="rejects.parquet")
-    again = validate(tmp_path / "config.yaml", [res.rejects_path],
-                     rejects=tmp_path / "again.csv")
+    again = validate(tmp_path / "config.yaml", [res.rejects_path], rejects=tmp_path / "again.csv")
     assert again.rows_read == 4
     assert again.rejected == 4
     codes = {r["_row"]: r["_error_code"] for r in read_rejects(tmp_path / "again.csv")}
@@ -163,22 +183,36 @@ def test_report_counts_add_up_and_each_code_has_a_first_example(tmp_path: Path) 
     assert rep.rows_read == rep.valid + rep.rejected
     source = str(tmp_path / "data" / "data.csv")
     counts = {code: c.count for code, c in rep.by_code.items()}
-    assert counts == {"INVALID_EVENT_NAME": 1, "INVALID_TIMESTAMP": 1, "MALFORMED_ROW": 1,
-                      "MISSING_EVENT_NAME": 1, "MISSING_TIMESTAMP": 1, "MISSING_IDENTITY": 1}
+    assert counts == {
+        "INVALID_EVENT_NAME": 1,
+        "INVALID_TIMESTAMP": 1,
+        "MALFORMED_ROW": 1,
+        "MISSING_EVENT_NAME": 1,
+        "MISSING_TIMESTAMP": 1,
+        "MISSING_IDENTITY": 1,
+    }
     assert rep.by_code["INVALID_TIMESTAMP"].example == {
-        "source": source, "row": 3,
+        "source": source,
+        "row": 3,
         "message": "timestamp 'not a time' is not a valid time (or does not exist in the "
-                   "configured timezone)"}
-    assert rep.by_code["MALFORMED_ROW"].example == {"source": source, "row": 4,
-                                                   "message": "expected 5 fields, found 3"}
+        "configured timezone)",
+    }
+    assert rep.by_code["MALFORMED_ROW"].example == {
+        "source": source,
+        "row": 4,
+        "message": "expected 5 fields, found 3",
+    }
     assert rep.by_code["MISSING_IDENTITY"].example["row"] == 6
     assert rep.completed is True
 
 
 def test_report_example_is_the_first_occurrence_across_batches(tmp_path: Path) -> None:
     rows = [f"bad{i}!,u{i},2024-01-15 10:30:00" for i in range(1, 6)]
-    res = run(tmp_path, csv_text("event,user_id,ts", "ok,u0,2024-01-15 10:30:00", *rows),
-              source={"batch_rows": 2})
+    res = run(
+        tmp_path,
+        csv_text("event,user_id,ts", "ok,u0,2024-01-15 10:30:00", *rows),
+        source={"batch_rows": 2},
+    )
     entry = res.report.by_code["INVALID_EVENT_NAME"]
     assert entry.count == 5
     assert entry.example is not None
@@ -190,25 +224,33 @@ def test_report_json_has_the_same_figures(tmp_path: Path) -> None:
     res = run(tmp_path, DATA)
     data = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     rep = res.report
-    assert (data["rows_read"], data["valid"], data["rejected"]) == (
-        rep.rows_read, rep.valid, rep.rejected) == (6, 2, 4)
+    assert (
+        (data["rows_read"], data["valid"], data["rejected"])
+        == (rep.rows_read, rep.valid, rep.rejected)
+        == (6, 2, 4)
+    )
     assert data["files"] == 1
     assert data["dry_run"] is True
     assert data["completed"] is True
     assert data["rejects_file"] == str(res.rejects_path)
     assert {k: v["count"] for k, v in data["rejected_by_code"].items()} == {
-        k: c.count for k, c in rep.by_code.items()}
+        k: c.count for k, c in rep.by_code.items()
+    }
     assert {k: v["example"] for k, v in data["rejected_by_code"].items()} == {
-        k: c.example for k, c in rep.by_code.items()}
+        k: c.example for k, c in rep.by_code.items()
+    }
 
 
 def test_rejects_and_report_paths_from_config_are_relative_to_config(tmp_path: Path) -> None:
     (tmp_path / "conf").mkdir()
-    (tmp_path / "in.csv").write_text(csv_text("event,user_id,ts", "bad!,u1,2024-01-15"),
-                                     encoding="utf-8")
-    config = write_config(tmp_path / "conf", source={"path": "../in.csv"},
-                          output={"rejects": "../results/rej.ndjson",
-                                  "report": "../results/rep.json"})
+    (tmp_path / "in.csv").write_text(
+        csv_text("event,user_id,ts", "bad!,u1,2024-01-15"), encoding="utf-8"
+    )
+    config = write_config(
+        tmp_path / "conf",
+        source={"path": "../in.csv"},
+        output={"rejects": "../results/rej.ndjson", "report": "../results/rep.json"},
+    )
     report = validate(config)
     assert report.rejected == 1
     assert read_rejects(tmp_path / "results" / "rej.ndjson")[0]["_row"] == 1

@@ -21,15 +21,23 @@ def test_row_numbers_are_one_based_and_exclude_the_header(tmp_path: Path) -> Non
 
 
 def test_multiline_quoted_field_counts_as_one_record(tmp_path: Path) -> None:
-    res = run(tmp_path, csv_text(HEADER, _row(1), _row(2, note='"line one\nline two\nthree"'),
-                                 _row(3), _row(4, event="bad!"), _row(5)))
+    res = run(
+        tmp_path,
+        csv_text(
+            HEADER,
+            _row(1),
+            _row(2, note='"line one\nline two\nthree"'),
+            _row(3),
+            _row(4, event="bad!"),
+            _row(5),
+        ),
+    )
     assert res.report.rows_read == 5
     assert [(r["_row"], r["user_id"]) for r in res.rejects] == [(4, "u4")]
     assert res.props()[1] == {"note": "line one\nline two\nthree"}
 
 
-def test_rejected_row_after_multiline_field_keeps_its_number_across_batches(
-        tmp_path: Path) -> None:
+def test_rejected_row_after_multiline_field_keeps_its_number_across_batches(tmp_path: Path) -> None:
     rows = [_row(1, note='"a\nb"'), _row(2, note='"c\r\nd"'), _row(3), _row(4, event="")]
     res = run(tmp_path, csv_text(HEADER, *rows), source={"batch_rows": 1})
     assert [(r["_row"], r["user_id"]) for r in res.rejects] == [(4, "u4")]
@@ -52,15 +60,22 @@ def test_row_numbers_without_header_start_at_first_line(tmp_path: Path) -> None:
 
 
 def test_parquet_row_numbers_continue_across_batches(tmp_path: Path) -> None:
-    frame = pl.DataFrame({"event": ["a", "a", "bad!", "a", ""], "user_id": list("12345"),
-                          "ts": ["2024-01-01T00:00:00Z"] * 5})
+    frame = pl.DataFrame(
+        {
+            "event": ["a", "a", "bad!", "a", ""],
+            "user_id": list("12345"),
+            "ts": ["2024-01-01T00:00:00Z"] * 5,
+        }
+    )
     res = run(tmp_path, frame, name="data.parquet", source={"batch_rows": 2})
     assert [(r["_row"], r["user_id"]) for r in res.rejects] == [(3, "3"), (5, "5")]
 
 
 def test_ndjson_row_numbers_skip_blank_lines(tmp_path: Path) -> None:
-    text = ('{"event":"a","user_id":"u1","ts":"2024-01-01T00:00:00Z"}\n\n'
-            '{"event":"bad!","user_id":"u2","ts":"2024-01-01T00:00:00Z"}\n')
+    text = (
+        '{"event":"a","user_id":"u1","ts":"2024-01-01T00:00:00Z"}\n\n'
+        '{"event":"bad!","user_id":"u2","ts":"2024-01-01T00:00:00Z"}\n'
+    )
     res = run(tmp_path, text, name="data.ndjson")
     assert [(r["_row"], r["user_id"]) for r in res.rejects] == [(2, "u2")]
 
@@ -81,19 +96,30 @@ def test_malformed_records_mid_file_keep_raw_text_and_rest_goes_through(tmp_path
 
 
 def test_unterminated_quote_mid_file_rejects_only_that_record(tmp_path: Path) -> None:
-    rows = [_row(1), 'a,"u2,2024-01-01 00:00:02,n', _row(3, note='"x, y"'), _row(4),
-            _row(5, note='"p, q"'), _row(6, event="bad!")]
+    rows = [
+        _row(1),
+        'a,"u2,2024-01-01 00:00:02,n',
+        _row(3, note='"x, y"'),
+        _row(4),
+        _row(5, note='"p, q"'),
+        _row(6, event="bad!"),
+    ]
     res = run(tmp_path, csv_text(HEADER, *rows))
     assert res.report.rows_read == 6
     assert sorted((r["_row"], r["_error_code"]) for r in res.rejects) == [
-        (2, "MALFORMED_ROW"), (6, "INVALID_EVENT_NAME")]
+        (2, "MALFORMED_ROW"),
+        (6, "INVALID_EVENT_NAME"),
+    ]
     assert res.reject_at(2)["_raw"] == 'a,"u2,2024-01-01 00:00:02,n'
     assert [p["note"] for p in res.props()] == ["n", "x, y", "n", "p, q"]
 
 
 def test_invalid_utf8_record_is_malformed_and_others_pass(tmp_path: Path) -> None:
-    data = (HEADER + "\n" + _row(1) + "\n").encode() + b"a,u2,2024-01-01 00:00:02,caf\xe9\n" \
+    data = (
+        (HEADER + "\n" + _row(1) + "\n").encode()
+        + b"a,u2,2024-01-01 00:00:02,caf\xe9\n"
         + (_row(3) + "\n").encode()
+    )
     res = run(tmp_path, data)
     assert [(r["_row"], r["_error_code"]) for r in res.rejects] == [(2, "MALFORMED_ROW")]
     assert "UTF-8" in res.reject_at(2)["_error_message"]

@@ -41,27 +41,33 @@ GOLDEN_IDS = [
     (18, "ac23ae4e-da59-84e1-a4b6-6bc441a1f93b"),
     (19, "25ee3311-04c8-86ea-8679-544897c745aa"),
 ]
-GOLDEN_REJECTS = [(7, "INVALID_TIMESTAMP"), (11, "INVALID_EVENT_NAME"),
-                  (12, "MISSING_IDENTITY"), (13, "INVALID_TIMESTAMP"),
-                  (16, "DUPLICATE_EVENT_ID")]
+GOLDEN_REJECTS = [
+    (7, "INVALID_TIMESTAMP"),
+    (11, "INVALID_EVENT_NAME"),
+    (12, "MISSING_IDENTITY"),
+    (13, "INVALID_TIMESTAMP"),
+    (16, "DUPLICATE_EVENT_ID"),
+]
 GOLDEN_BODIES = {
     1: '{"event":{"event_id":"a2109398-a6d5-8848-b0ee-1a84d5597e2e","event":"signup",'
-       '"user_id":"000123","timestamp":"2024-01-15T09:30:00Z","properties":{"page":"/home",'
-       '"price":19.99,"qty":1,"is trial":true,"zip":"02134","note":"first visit"}}}',
+    '"user_id":"000123","timestamp":"2024-01-15T09:30:00Z","properties":{"page":"/home",'
+    '"price":19.99,"qty":1,"is trial":true,"zip":"02134","note":"first visit"}}}',
     3: '{"event":{"event_id":"38dbb9e6-d8bd-8a30-9ee7-6dfd7a9c8e25","event":"page_view",'
-       '"anonymous_id":"a-77f3","timestamp":"2024-01-15T09:32:05Z","properties":{'
-       '"page":"/docs/getting started","is trial":false,'
-       '"note":"clicked \\"Start\\", then left"}}}',
+    '"anonymous_id":"a-77f3","timestamp":"2024-01-15T09:32:05Z","properties":{'
+    '"page":"/docs/getting started","is trial":false,'
+    '"note":"clicked \\"Start\\", then left"}}}',
 }
 
 
-def import_sample(path: Path, batch_rows: int | None = None
-                  ) -> tuple[list[tuple[int, str]], dict[int, str], list[tuple[int, str]]]:
+def import_sample(
+    path: Path, batch_rows: int | None = None
+) -> tuple[list[tuple[int, str]], dict[int, str], list[tuple[int, str]]]:
     """(row, id) sent, bodies by row, (row, code) rejected: what a run would send, no network."""
     cfg = load_config(DATA / "golden.yaml")
     if batch_rows is not None:
-        cfg = cfg.model_copy(update={"source": cfg.source.model_copy(
-            update={"batch_rows": batch_rows})})
+        cfg = cfg.model_copy(
+            update={"source": cfg.source.model_copy(update={"batch_rows": batch_rows})}
+        )
     jobs = preflight(cfg, find_inputs(cfg, [path]), progress=False)
     ids: list[tuple[int, str]] = []
     bodies: dict[int, str] = {}
@@ -92,15 +98,17 @@ def test_sample_gives_the_golden_ids_bodies_and_rejects() -> None:
 def test_golden_id_is_the_hash_of_the_body_without_its_id() -> None:
     _, bodies, _ = import_sample(DATA / "golden.csv")
     for row, event_id in GOLDEN_IDS:
-        core = "{" + bodies[row].removeprefix(
-            f'{{"event":{{"event_id":"{event_id}",').removesuffix("}")
+        core = "{" + bodies[row].removeprefix(f'{{"event":{{"event_id":"{event_id}",').removesuffix(
+            "}"
+        )
         assert derive_event_ids(pl.Series([core])).item() == event_id
 
 
 @pytest.mark.parametrize("name", ["golden.csv.gz", "golden.tsv", "golden.csv"])
 @pytest.mark.parametrize("batch_rows", [None, 1, 4])
-def test_copies_of_the_sample_give_the_golden_ids(tmp_path: Path, name: str,
-                                                  batch_rows: int | None) -> None:
+def test_copies_of_the_sample_give_the_golden_ids(
+    tmp_path: Path, name: str, batch_rows: int | None
+) -> None:
     text = (DATA / "golden.csv").read_text(encoding="utf-8")
     path = tmp_path / name
     if name.endswith(".gz"):

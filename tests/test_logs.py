@@ -35,17 +35,31 @@ def sandbox() -> Iterator[Sandbox]:
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    return write_config(tmp_path, write_events(tmp_path, ROWS, bad=2), rate_limit=0,
-                        concurrency=4)
+    return write_config(tmp_path, write_events(tmp_path, ROWS, bad=2), rate_limit=0, concurrency=4)
 
 
 def cli(config: Path, url: str, *flags: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "TEST_FLYWHEEL_KEY": KEY}
     env.pop("NO_COLOR", None)
     return subprocess.run(
-        [sys.executable, "-m", "flywheel_import", "run", str(config), "--api-url", url,
-         "--progress-every", "0.2", *flags],
-        cwd=config.parent, env=env, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "-m",
+            "flywheel_import",
+            "run",
+            str(config),
+            "--api-url",
+            url,
+            "--progress-every",
+            "0.2",
+            *flags,
+        ],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def progress_lines(stderr: str) -> list[str]:
@@ -57,14 +71,21 @@ def test_cli_without_a_terminal_logs_progress_lines(config: Path, sandbox: Sandb
     assert done.returncode == 1, done.stderr  # the 2 bad rows
     lines = progress_lines(done.stderr)
     assert lines, done.stderr
-    assert all(f"of {ROWS:,} rows" in line and "events/s" in line and "ETA" in line
-               and "rejected" in line and "retries" in line and "429s" in line
-               for line in lines)
+    assert all(
+        f"of {ROWS:,} rows" in line
+        and "events/s" in line
+        and "ETA" in line
+        and "rejected" in line
+        and "retries" in line
+        and "429s" in line
+        for line in lines
+    )
     assert "Import finished: 200 rows read" in done.stdout  # the summary stays on stdout
 
 
 def test_json_log_format_makes_every_stderr_line_a_json_object(
-        config: Path, sandbox: Sandbox) -> None:
+    config: Path, sandbox: Sandbox
+) -> None:
     done = cli(config, sandbox.url, "--log-format", "json")
     assert done.returncode == 1, done.stderr
     records = [json.loads(line) for line in done.stderr.splitlines()]
@@ -93,7 +114,8 @@ def test_log_level_warning_hides_progress_lines(config: Path, sandbox: Sandbox) 
 
 
 def test_library_prints_nothing_by_default_even_when_its_callback_raises(
-        config: Path, sandbox: Sandbox) -> None:
+    config: Path, sandbox: Sandbox
+) -> None:
     # A fresh interpreter: no handler left by an earlier test, no pytest logging plugin.
     script = textwrap.dedent(f"""
         from flywheel_import import run_import
@@ -104,14 +126,21 @@ def test_library_prints_nothing_by_default_even_when_its_callback_raises(
         assert report.accepted == {ROWS - 2}, report.accepted
     """)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    done = subprocess.run([sys.executable, "-c", script], cwd=config.parent, env=env,
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert (done.stdout, done.stderr) == ("", "")
 
 
 def test_run_import_calls_on_progress_up_to_the_last_row(
-        config: Path, sandbox: Sandbox, capfd: pytest.CaptureFixture[str]) -> None:
+    config: Path, sandbox: Sandbox, capfd: pytest.CaptureFixture[str]
+) -> None:
     seen: list[Progress] = []
     report = run_import(config, api_url=sandbox.url, key=KEY, on_progress=seen.append)
     assert report.accepted == ROWS - 2
@@ -125,7 +154,8 @@ def test_run_import_calls_on_progress_up_to_the_last_row(
 
 
 def test_a_callback_that_raises_does_not_stop_the_run_and_is_logged_once(
-        config: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture) -> None:
+    config: Path, sandbox: Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[Progress] = []
 
     def fail(p: Progress) -> None:
@@ -150,8 +180,7 @@ def test_validate_calls_on_progress_with_the_rows_checked(config: Path) -> None:
 def test_feed_holds_back_calls_closer_than_the_interval() -> None:
     now = [0.0]
     got: list[float] = []
-    feed = ProgressFeed(lambda p: got.append(p.elapsed_s), min_interval=0.25,
-                        clock=lambda: now[0])
+    feed = ProgressFeed(lambda p: got.append(p.elapsed_s), min_interval=0.25, clock=lambda: now[0])
     for t in (0.0, 0.1, 0.2, 0.3, 0.5, 0.6):
         now[0] = t
         feed.push(Progress(0, 10, 0, 0, 0, 0, elapsed_s=t))
@@ -161,7 +190,8 @@ def test_feed_holds_back_calls_closer_than_the_interval() -> None:
 
 
 def test_progress_log_writes_one_line_per_interval_of_run_time(
-        caplog: pytest.LogCaptureFixture) -> None:
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     lines = ProgressLog(every=30)
     with caplog.at_level(logging.INFO, logger="flywheel_import"):
         for t in range(0, 100, 5):  # called every 5 s of run time
@@ -173,8 +203,9 @@ def test_progress_log_writes_one_line_per_interval_of_run_time(
 
 
 def test_json_formatter_carries_the_extra_fields() -> None:
-    record = logging.LogRecord("flywheel_import.progress", logging.INFO, __file__, 1,
-                               "progress %s", ("x",), None)
+    record = logging.LogRecord(
+        "flywheel_import.progress", logging.INFO, __file__, 1, "progress %s", ("x",), None
+    )
     record.rows_done = 5
     line = json.loads(JsonFormatter().format(record))
     assert line["message"] == "progress x" and line["rows_done"] == 5
@@ -182,7 +213,8 @@ def test_json_formatter_carries_the_extra_fields() -> None:
 
 
 def test_processes_pass_the_progress_interval_on_to_each_shard(
-        config: Path, sandbox: Sandbox) -> None:
+    config: Path, sandbox: Sandbox
+) -> None:
     done = cli(config, sandbox.url, "--processes", "2", "--concurrency", "4")
     assert done.returncode == 1, done.stderr
     shards = {line.split("]")[0] for line in progress_lines(done.stderr)}

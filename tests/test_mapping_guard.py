@@ -15,13 +15,23 @@ from flywheel_import.profile import FileProfile
 
 def test_values_that_do_not_fit_their_profile_are_written_as_strings() -> None:
     cfg = parse_config("mapping: {event: e, user_id: u}")
-    profile = FileProfile(SourceFile(Path("x.csv"), "csv", "none"),
-                          {"e": pl.String(), "u": pl.String(), "n": pl.String(),
-                           "b": pl.String()},
-                          rows=3, text_kinds={"n": "number", "b": "boolean"}, is_text=True)
+    profile = FileProfile(
+        SourceFile(Path("x.csv"), "csv", "none"),
+        {"e": pl.String(), "u": pl.String(), "n": pl.String(), "b": pl.String()},
+        rows=3,
+        text_kinds={"n": "number", "b": "boolean"},
+        is_text=True,
+    )
     plan = build_plan(cfg, profile)
-    frame = pl.DataFrame({"__row": [1, 2, 3], "e": ["a", "a", "a"], "u": ["1", "2", "3"],
-                          "n": ["1.5", "n/a", None], "b": ["TRUE", "false", "maybe"]})
+    frame = pl.DataFrame(
+        {
+            "__row": [1, 2, 3],
+            "e": ["a", "a", "a"],
+            "u": ["1", "2", "3"],
+            "n": ["1.5", "n/a", None],
+            "b": ["TRUE", "false", "maybe"],
+        }
+    )
     out = map_batch(frame, plan)
     slots = {s.column: s.slot for s in plan.properties}
     assert out.get_column(slots["n"]).to_list() == ["1.5", '"n/a"', None]

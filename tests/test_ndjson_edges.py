@@ -40,17 +40,22 @@ def ndjson(*lines: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def outcome(tmp_path: Path, text: str | bytes, name: str = "events.ndjson",
-            **source: Any) -> tuple[list[str], list[tuple[int, str, str | None]]]:
+def outcome(
+    tmp_path: Path, text: str | bytes, name: str = "events.ndjson", **source: Any
+) -> tuple[list[str], list[tuple[int, str, str | None]]]:
     """(request bodies, (row, code, message) of each reject) of one dry run."""
     res = run(tmp_path, text, name=name, source=source or None)
     rejects = [(r["_row"], r["_error_code"], r["_error_message"]) for r in res.rejects]
     return res.raw_bodies, sorted(rejects)
 
 
-def every_chunking(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str | bytes,
-                   name: str = "events.ndjson", chunks: tuple[int, ...] = (50, 300, 4 << 20),
-                   ) -> tuple[list[str], list[tuple[int, str, str | None]]]:
+def every_chunking(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    text: str | bytes,
+    name: str = "events.ndjson",
+    chunks: tuple[int, ...] = (50, 300, 4 << 20),
+) -> tuple[list[str], list[tuple[int, str, str | None]]]:
     """The outcome with each chunk size (and a tiny batch size); asserts they are identical."""
     results = []
     for i, size in enumerate(chunks):
@@ -78,23 +83,41 @@ def test_key_mixing_objects_arrays_and_scalars_is_one_text_property(tmp_path: Pa
     assert rejects == []
     props = [json.loads(b)["event"].get("properties", {}) for b in bodies]
     assert [p.get("ctx") for p in props] == [
-        "plain", '{"a": 1, "z": [1, {"q": null}]}', "[1, 2]", "5", "true", None]
+        "plain",
+        '{"a": 1, "z": [1, {"q": null}]}',
+        "[1, 2]",
+        "5",
+        "true",
+        None,
+    ]
     # Nested keys follow the same rule: o.a holds 2 and an object, o.b 1 and "x".
     assert [(p.get("o.a"), p.get("o.b")) for p in props] == [
-        ("2", "1"), ('{"deep": true}', None), (None, None), (None, None), (None, "x"),
-        (None, None)]
+        ("2", "1"),
+        ('{"deep": true}', None),
+        (None, None),
+        (None, None),
+        (None, "x"),
+        (None, None),
+    ]
     # A key that is only ever an array stays JSON text of the array, a number a number.
     assert [p.get("tags") for p in props] == ['["x"]', None, "[]", '["y","z"]', None, None]
     assert [p.get("n") for p in props] == [1.0, 2.5, None, None, None, None]
 
 
 def test_mixed_key_bodies_are_identical_however_the_file_is_chunked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    filler = [line(f"f{i}", ctx={"page": f"/p{i}", "n": i}, o={"z": 1, "y": 2}, n=i)
-              for i in range(16)]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filler = [
+        line(f"f{i}", ctx={"page": f"/p{i}", "n": i}, o={"z": 1, "y": 2}, n=i) for i in range(16)
+    ]
     # The mixing happens in one place only: with small chunks, most chunks never see it.
-    text = ndjson(*filler[:8], line("m1", ctx="scalar", n=0.5), line("m2", ctx=[1]),
-                  *filler[8:], line("m3", o={"y": {"deep": 1}}))
+    text = ndjson(
+        *filler[:8],
+        line("m1", ctx="scalar", n=0.5),
+        line("m2", ctx=[1]),
+        *filler[8:],
+        line("m3", o={"y": {"deep": 1}}),
+    )
     bodies, rejects = every_chunking(tmp_path, monkeypatch, text)
     assert rejects == []
     props = [json.loads(b)["event"]["properties"] for b in bodies]
@@ -105,12 +128,15 @@ def test_mixed_key_bodies_are_identical_however_the_file_is_chunked(
 
 
 def test_keys_are_in_name_order_however_the_file_is_chunked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # polars orders the keys it infers by what a chunk holds: nested {c, b} for the first two
     # lines in one chunk, {b} and then {b, c} in two; top-level keys much the same.
     rng = np.random.default_rng(3)
-    others = [line(f"r{i}", **{k: i for k in rng.choice(list("hgfedcba"), 3, replace=False)})
-              for i in range(30)]
+    others = [
+        line(f"r{i}", **{k: i for k in rng.choice(list("hgfedcba"), 3, replace=False)})
+        for i in range(30)
+    ]
     text = ndjson(line("k1", p={"b": 1}), line("k2", p={"c": "x", "b": 2}), *others)
     bodies, _ = every_chunking(tmp_path, monkeypatch, text, chunks=(90, 700, 4 << 20))
     keys = [list(json.loads(b)["event"]["properties"]) for b in bodies]
@@ -119,9 +145,15 @@ def test_keys_are_in_name_order_however_the_file_is_chunked(
 
 
 def test_mixed_key_in_one_chunk_and_across_chunks_reads_alike(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = ndjson(line("u1", v={"a": 1}), line("u2", v=[1, {"b": 2}]), line("u3", v=7),
-                  line("u4", v=[[1], 2]), line("u5", v=[[1], [{"c": None}]]))
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = ndjson(
+        line("u1", v={"a": 1}),
+        line("u2", v=[1, {"b": 2}]),
+        line("u3", v=7),
+        line("u4", v=[[1], 2]),
+        line("u5", v=[[1], [{"c": None}]]),
+    )
     bodies, rejects = every_chunking(tmp_path, monkeypatch, text, chunks=(16, 4 << 20))
     assert rejects == []
     values = [json.loads(b)["event"]["properties"]["v"] for b in bodies]
@@ -137,13 +169,14 @@ def test_preflight_types_a_mixed_key_as_text() -> None:
     assert merge(pl.Int64, pl.Float64) == pl.Float64
     assert merge(pl.Int64, pl.Boolean) == pl.String
     assert merge(pl.Null, pl.Struct({"b": pl.Int64, "a": pl.Int64})) == pl.Struct(
-        {"b": pl.Int64, "a": pl.Int64})
-    assert merge(pl.Struct({"b": pl.Int64}), pl.Struct({"a": pl.Boolean, "b": pl.Float64})
-                 ) == pl.Struct({"a": pl.Boolean, "b": pl.Float64})
+        {"b": pl.Int64, "a": pl.Int64}
+    )
+    assert merge(
+        pl.Struct({"b": pl.Int64}), pl.Struct({"a": pl.Boolean, "b": pl.Float64})
+    ) == pl.Struct({"a": pl.Boolean, "b": pl.Float64})
 
 
-def test_profile_of_mixed_file_is_flat_for_the_plan_and_nested_for_reading(
-        tmp_path: Path) -> None:
+def test_profile_of_mixed_file_is_flat_for_the_plan_and_nested_for_reading(tmp_path: Path) -> None:
     path = tmp_path / "m.ndjson"
     path.write_text(MIXED)
     prof = profile(detect(path), SourceConfig(), wants_kind=lambda _: True)
@@ -157,15 +190,25 @@ def test_profile_of_mixed_file_is_flat_for_the_plan_and_nested_for_reading(
 def test_mixed_file_is_sent_not_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     data = tmp_path / "events.ndjson"
     data.write_text(MIXED)
-    cfg = write_config(tmp_path, {"event": "event", "user_id": "user_id", "timestamp": "ts"},
-                       source={"path": data.name}, api={"key_env": "NDJSON_EDGES_KEY"})
+    cfg = write_config(
+        tmp_path,
+        {"event": "event", "user_id": "user_id", "timestamp": "ts"},
+        source={"path": data.name},
+        api={"key_env": "NDJSON_EDGES_KEY"},
+    )
     monkeypatch.setenv("NDJSON_EDGES_KEY", KEY)
     with Sandbox(key=KEY) as sb:
         code = main(["run", str(cfg), "--api-url", sb.url, "--no-progress", "--rate", "0"])
         stored = [e["body"]["event"] for e in sb.events()]
     assert code == 0
     assert [e["properties"].get("ctx") for e in stored] == [
-        "plain", '{"a": 1, "z": [1, {"q": null}]}', "[1, 2]", "5", "true", None]
+        "plain",
+        '{"a": 1, "z": [1, {"q": null}]}',
+        "[1, 2]",
+        "5",
+        "true",
+        None,
+    ]
 
 
 def test_line_that_does_not_fit_the_file_types_is_a_malformed_row() -> None:
@@ -179,12 +222,17 @@ def test_line_that_does_not_fit_the_file_types_is_a_malformed_row() -> None:
 
 
 def test_bad_lines_next_to_mixed_keys_are_malformed_and_the_rest_is_read(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    text = ndjson(line("u1", v={"a": 1}), '{"event": "a", "user_id": ', line("u3", v="s"),
-                  "[1, 2]", line("u5", v=2))
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = ndjson(
+        line("u1", v={"a": 1}),
+        '{"event": "a", "user_id": ',
+        line("u3", v="s"),
+        "[1, 2]",
+        line("u5", v=2),
+    )
     bodies, rejects = every_chunking(tmp_path, monkeypatch, text)
-    assert [(row, code) for row, code, _ in rejects] == [(2, "MALFORMED_ROW"),
-                                                         (4, "MALFORMED_ROW")]
+    assert [(row, code) for row, code, _ in rejects] == [(2, "MALFORMED_ROW"), (4, "MALFORMED_ROW")]
     assert [json.loads(b)["event"]["properties"]["v"] for b in bodies] == ['{"a": 1}', "s", "2"]
 
 
@@ -201,7 +249,8 @@ def long_line_file(pad: int) -> bytes:
 
 @pytest.mark.parametrize("name", ["events.ndjson", "events.ndjson.gz"])
 def test_line_over_the_record_limit_is_one_malformed_row_and_the_file_goes_on(
-        tmp_path: Path, name: str) -> None:
+    tmp_path: Path, name: str
+) -> None:
     data = long_line_file(5 << 20)
     res = run(tmp_path, gzip.compress(data) if name.endswith(".gz") else data, name=name)
     assert [e["user_id"] for e in res.events()] == ["u1", "u3", "u4"]
@@ -218,22 +267,34 @@ def test_long_line_at_the_end_without_newline_is_a_malformed_row(tmp_path: Path)
     res = run(tmp_path, data, name="events.ndjson")
     assert [e["user_id"] for e in res.events()] == ["u1", "u3", "u4"]
     assert [(r["_row"], r["_error_message"]) for r in res.rejects] == [
-        (2, LIMIT_REASON), (5, LIMIT_REASON)]
+        (2, LIMIT_REASON),
+        (5, LIMIT_REASON),
+    ]
 
 
 def test_long_lines_are_found_alike_however_the_file_is_chunked(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(sources, "MAX_LINE_BYTES", 120)
     monkeypatch.setattr(sources, "LONG_LINE_HEAD", 20)
     pad = '{"pad":"' + "p" * 150 + '"}'
-    text = "\ufeff" + ndjson(pad, line("u2"), pad + "   ", " " * 130, line("u5"), pad,
-                             pad, line("u8", note="n" * 30), pad)
-    bodies, rejects = every_chunking(tmp_path, monkeypatch, text,
-                                     chunks=(13, 119, 121, 4 << 20))
+    text = "\ufeff" + ndjson(
+        pad,
+        line("u2"),
+        pad + "   ",
+        " " * 130,
+        line("u5"),
+        pad,
+        pad,
+        line("u8", note="n" * 30),
+        pad,
+    )
+    bodies, rejects = every_chunking(tmp_path, monkeypatch, text, chunks=(13, 119, 121, 4 << 20))
     assert [json.loads(b)["event"]["user_id"] for b in bodies] == ["u2", "u5", "u8"]
     assert [row for row, _, _ in rejects] == [1, 3, 4, 6, 7, 9]
     assert {message for _, _, message in rejects} == {
-        "line longer than 120 bytes (the record limit)"}
+        "line longer than 120 bytes (the record limit)"
+    }
 
 
 def test_long_line_is_skipped_without_being_held_in_memory(tmp_path: Path) -> None:
@@ -257,31 +318,46 @@ def test_long_line_is_skipped_without_being_held_in_memory(tmp_path: Path) -> No
 # --- hostile files: a row reject or a one-line error, never an internal error ----------------
 
 
-def validate_cli(tmp_path: Path, name: str, data: bytes, capsys: pytest.CaptureFixture[str],
-                 mapping: dict[str, Any] | None = None) -> tuple[int, list[str]]:
+def validate_cli(
+    tmp_path: Path,
+    name: str,
+    data: bytes,
+    capsys: pytest.CaptureFixture[str],
+    mapping: dict[str, Any] | None = None,
+) -> tuple[int, list[str]]:
     (tmp_path / name).write_bytes(data)
-    cfg = write_config(tmp_path, mapping, source={"path": name},
-                       output={"rejects": "rejects.csv"})
+    cfg = write_config(tmp_path, mapping, source={"path": name}, output={"rejects": "rejects.csv"})
     code = main(["validate", str(cfg), "--no-progress"])
     return code, capsys.readouterr().err.strip().splitlines()
 
 
 def test_deeply_nested_line_is_a_malformed_row_not_a_crash(tmp_path: Path) -> None:
     # polars overflows its stack on such a line (the process dies), so run it apart.
-    deep = ('{"event":"a","user_id":"u2","ts":"' + TS + '","d":' + '{"a":' * 1000 + "1"
-            + "}" * 1000 + "}")
+    deep = (
+        '{"event":"a","user_id":"u2","ts":"'
+        + TS
+        + '","d":'
+        + '{"a":' * 1000
+        + "1"
+        + "}" * 1000
+        + "}"
+    )
     (tmp_path / "deep.ndjson").write_text(ndjson(line("u1"), deep, line("u3")))
-    cfg = write_config(tmp_path, source={"path": "deep.ndjson"},
-                       output={"rejects": "rejects.csv"})
-    done = subprocess.run([sys.executable, "-m", "flywheel_import", "validate", str(cfg),
-                           "--no-progress"], capture_output=True, text=True, timeout=120)
+    cfg = write_config(tmp_path, source={"path": "deep.ndjson"}, output={"rejects": "rejects.csv"})
+    done = subprocess.run(
+        [sys.executable, "-m", "flywheel_import", "validate", str(cfg), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1, done.stderr
     [reject] = read_rejects(tmp_path / "rejects.csv")
     assert (reject["_row"], reject["_error_message"]) == (2, "nested deeper than 64 levels")
 
 
 def test_key_written_dotted_and_nested_is_a_one_line_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = ndjson(line("u1", **{"a.b": 1}), line("u2", a={"b": 2})).encode()
     code, err = validate_cli(tmp_path, "dotted.ndjson", data, capsys)
     assert code == 2 and len(err) == 1
@@ -289,17 +365,24 @@ def test_key_written_dotted_and_nested_is_a_one_line_error(
 
 
 def test_corrupt_zstd_ndjson_is_a_one_line_error(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     code, err = validate_cli(tmp_path, "bad.ndjson.zst", b"not zstd at all", capsys)
     assert code == 2 and len(err) == 1 and "bad.ndjson.zst" in err[0]
 
 
 def test_arrays_where_ids_times_or_numbers_are_expected_reject_the_row(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    data = ndjson(json.dumps({"event": "a", "user_id": ["x"], "ts": [1], "n": [1]}),
-                  line("u2", n=2)).encode()
-    mapping = {"event": "event", "user_id": "user_id", "timestamp": "ts",
-               "properties": {"types": {"n": "number"}}}
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ndjson(
+        json.dumps({"event": "a", "user_id": ["x"], "ts": [1], "n": [1]}), line("u2", n=2)
+    ).encode()
+    mapping = {
+        "event": "event",
+        "user_id": "user_id",
+        "timestamp": "ts",
+        "properties": {"types": {"n": "number"}},
+    }
     code, _ = validate_cli(tmp_path, "lists.ndjson", data, capsys, mapping)
     assert code == 1
     [reject] = read_rejects(tmp_path / "rejects.csv")
@@ -309,7 +392,8 @@ def test_arrays_where_ids_times_or_numbers_are_expected_reject_the_row(
 
 
 def test_polars_refusing_a_chunk_is_a_one_line_error_naming_the_file(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = ndjson(line("u1", __row=5)).encode()  # collides with the record number column
     code, err = validate_cli(tmp_path, "row.ndjson", data, capsys)
     assert code == 2 and len(err) == 1

@@ -26,8 +26,10 @@ DIRTY = csv_text("event,user_id,ts", f"ok,u1,{TS}", f"bad!,u2,{TS}", f"ok,u3,{TS
 
 def snapshot(root: Path) -> dict[str, bytes | None]:
     """Every file's bytes and every folder (None) under ``root``, hidden ones included."""
-    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def one_line_error(err: str) -> str:
@@ -37,11 +39,19 @@ def one_line_error(err: str) -> str:
     return lines[0]
 
 
-def write_config(folder: Path, *, name: str = "m.yaml", out: str = "out", body: str = MAPPING,
-                 source: str = "{path: data/events.csv}") -> Path:
+def write_config(
+    folder: Path,
+    *,
+    name: str = "m.yaml",
+    out: str = "out",
+    body: str = MAPPING,
+    source: str = "{path: data/events.csv}",
+) -> Path:
     cfg = folder / name
-    cfg.write_text(f"source: {source}\napi: {{key_env: SAFETY_KEY}}\n{body}"
-                   f"output: {{rejects: {out}/rejects.csv, report: {out}/report.json}}\n")
+    cfg.write_text(
+        f"source: {source}\napi: {{key_env: SAFETY_KEY}}\n{body}"
+        f"output: {{rejects: {out}/rejects.csv, report: {out}/report.json}}\n"
+    )
     return cfg
 
 
@@ -62,8 +72,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_feeding_the_rejects_file_back_to_itself_is_refused_and_keeps_its_rows(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.chdir(tmp_path)
     Path("d.csv").write_text(DIRTY)
     Path("m.yaml").write_text(MAPPING + "output: {rejects: rejects.csv}\n")
@@ -79,8 +89,10 @@ def test_feeding_the_rejects_file_back_to_itself_is_refused_and_keeps_its_rows(
     assert snapshot(tmp_path) == before
 
     # The command the error suggests (and the README shows) re-drives the fixed row.
-    assert main(["validate", "m.yaml", "rejects.csv", "--rejects", "rejects-2.csv",
-                 "--no-progress"]) == 0
+    assert (
+        main(["validate", "m.yaml", "rejects.csv", "--rejects", "rejects-2.csv", "--no-progress"])
+        == 0
+    )
     assert "valid (would be sent): 1" in capsys.readouterr().out
     assert Path("rejects.csv").read_text() == fixed
     assert read_rejects(tmp_path / "rejects-2.csv") == []
@@ -89,12 +101,11 @@ def test_feeding_the_rejects_file_back_to_itself_is_refused_and_keeps_its_rows(
 
 
 def test_a_run_fed_its_own_rejects_file_is_refused_before_sending_anything(
-        workdir: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rejects = workdir / "out" / "rejects.csv"
     # Many rows, and a key the API refuses: a run stopped at once would leave most unsent.
-    rejects.write_text(csv_text("event,user_id,ts",
-                                *(f"fixed,u{i},{TS}" for i in range(200))))
+    rejects.write_text(csv_text("event,user_id,ts", *(f"fixed,u{i},{TS}" for i in range(200))))
     before = snapshot(workdir)
     capsys.readouterr()
     monkeypatch.setenv("SAFETY_KEY", "not-" + KEY)
@@ -147,13 +158,24 @@ def _input_folder_holding_the_rejects(root: Path) -> list[str]:
     return ["validate", "in-folder.yaml"]
 
 
-@pytest.mark.parametrize("setup", [
-    _glob, _folder, _absolute, _symlink, _hardlink, _rejects_onto_the_input,
-    _report_onto_the_input, _report_onto_the_rejects, _input_folder_holding_the_rejects,
-], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.parametrize(
+    "setup",
+    [
+        _glob,
+        _folder,
+        _absolute,
+        _symlink,
+        _hardlink,
+        _rejects_onto_the_input,
+        _report_onto_the_input,
+        _report_onto_the_rejects,
+        _input_folder_holding_the_rejects,
+    ],
+    ids=lambda f: f.__name__.strip("_"),
+)
 def test_an_output_that_is_also_an_input_is_refused_whichever_way_it_is_named(
-        workdir: Path, setup: Callable[[Path], list[str]],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    workdir: Path, setup: Callable[[Path], list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
     argv = setup(workdir)
     before = snapshot(workdir)
     capsys.readouterr()
@@ -180,8 +202,9 @@ def _bad_config(root: Path, out: str, env: pytest.MonkeyPatch) -> list[str]:
 
 
 def _missing_column(root: Path, out: str, env: pytest.MonkeyPatch) -> list[str]:
-    write_config(root, name="c.yaml", out=out,
-                 body=MAPPING.replace("user_id: user_id", "user_id: nope"))
+    write_config(
+        root, name="c.yaml", out=out, body=MAPPING.replace("user_id: user_id", "user_id: nope")
+    )
     return ["validate", "c.yaml"]
 
 
@@ -216,8 +239,9 @@ def _unreadable_parquet(root: Path, out: str, env: pytest.MonkeyPatch) -> list[s
 
 def _invalid_encoding(root: Path, out: str, env: pytest.MonkeyPatch) -> list[str]:
     (root / "data" / "ascii.csv").write_bytes(f"event,user_id,ts\na,u\xe9,{TS}\n".encode())
-    write_config(root, name="c.yaml", out=out,
-                 source="{path: data/ascii.csv, csv: {encoding: ascii}}")
+    write_config(
+        root, name="c.yaml", out=out, source="{path: data/ascii.csv, csv: {encoding: ascii}}"
+    )
     return ["validate", "c.yaml"]
 
 
@@ -248,17 +272,32 @@ def _insecure_url(root: Path, out: str, env: pytest.MonkeyPatch) -> list[str]:
     return ["run", "c.yaml", "--api-url", "http://api.example.com"]
 
 
-EXIT_2 = [_bad_config, _missing_column, _missing_input, _duplicate_header,
-          _duplicate_header_in_a_run, _empty_file, _unreadable_parquet, _invalid_encoding,
-          _report_is_a_folder, _rejects_folder_cannot_be_made, _unknown_flag, _missing_api_key,
-          _insecure_url]
+EXIT_2 = [
+    _bad_config,
+    _missing_column,
+    _missing_input,
+    _duplicate_header,
+    _duplicate_header_in_a_run,
+    _empty_file,
+    _unreadable_parquet,
+    _invalid_encoding,
+    _report_is_a_folder,
+    _rejects_folder_cannot_be_made,
+    _unknown_flag,
+    _missing_api_key,
+    _insecure_url,
+]
 
 
 @pytest.mark.parametrize("out", ["out", "new/out"], ids=["existing-outputs", "new-folder"])
 @pytest.mark.parametrize("setup", EXIT_2, ids=lambda f: f.__name__.strip("_"))
 def test_an_exit_2_error_leaves_every_file_and_folder_as_it_was(
-        workdir: Path, setup: Callable[[Path, str, pytest.MonkeyPatch], list[str]], out: str,
-        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    workdir: Path,
+    setup: Callable[[Path, str, pytest.MonkeyPatch], list[str]],
+    out: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     argv = setup(workdir, out, monkeypatch)
     before = snapshot(workdir)
     capsys.readouterr()
@@ -270,19 +309,26 @@ def test_an_exit_2_error_leaves_every_file_and_folder_as_it_was(
 def corrupt_parquet(path: Path, *, groups: int, rows_per_group: int, corrupt: int) -> None:
     """A Parquet file whose metadata reads fine but whose row group ``corrupt`` does not."""
     n = groups * rows_per_group
-    table = pa.table({"event": ["bad!" if i == 0 else "ok" for i in range(n)],
-                      "user_id": [f"u{i}" for i in range(n)], "ts": [TS] * n})
-    pq.write_table(table, path, row_group_size=rows_per_group, compression="zstd",
-                   use_dictionary=False)
+    table = pa.table(
+        {
+            "event": ["bad!" if i == 0 else "ok" for i in range(n)],
+            "user_id": [f"u{i}" for i in range(n)],
+            "ts": [TS] * n,
+        }
+    )
+    pq.write_table(
+        table, path, row_group_size=rows_per_group, compression="zstd", use_dictionary=False
+    )
     column = pq.ParquetFile(path).metadata.row_group(corrupt).column(0)
     data = bytearray(path.read_bytes())
     end = column.data_page_offset + column.total_compressed_size
-    data[end - 12:end] = bytes(b ^ 0xFF for b in data[end - 12:end])
+    data[end - 12 : end] = bytes(b ^ 0xFF for b in data[end - 12 : end])
     path.write_bytes(bytes(data))
 
 
 def test_a_failure_after_rows_were_read_still_writes_what_was_gathered(
-        workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     corrupt_parquet(workdir / "data" / "late.parquet", groups=6, rows_per_group=10, corrupt=5)
     write_config(workdir, name="late.yaml", source="{path: data/late.parquet, batch_rows: 10}")
     assert main(["validate", "late.yaml", "--no-progress"]) == 2
@@ -297,17 +343,26 @@ def test_a_failure_after_rows_were_read_still_writes_what_was_gathered(
 # --- 3. a broken pipe keeps the exit code ----------------------------------------------------
 
 
-@pytest.mark.parametrize(("data", "expected"), [(DIRTY, 1), (DIRTY.replace("bad!", "ok"), 0)],
-                         ids=["with-rejects", "clean"])
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [(DIRTY, 1), (DIRTY.replace("bad!", "ok"), 0)],
+    ids=["with-rejects", "clean"],
+)
 def test_a_closed_stdout_pipe_keeps_the_exit_code_and_prints_nothing_on_stderr(
-        workdir: Path, data: str, expected: int) -> None:
+    workdir: Path, data: str, expected: int
+) -> None:
     (workdir / "data" / "events.csv").write_text(data)
     read_end, write_end = os.pipe()
     os.close(read_end)  # the reader went away before a byte was written (as `| head -0`)
     try:
         done = subprocess.run(
             [sys.executable, "-m", "flywheel_import", "validate", "m.yaml", "--no-progress"],
-            stdout=write_end, stderr=subprocess.PIPE, cwd=workdir, timeout=120, check=False)
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            cwd=workdir,
+            timeout=120,
+            check=False,
+        )
     finally:
         os.close(write_end)
     assert done.returncode == expected
@@ -317,7 +372,10 @@ def test_a_closed_stdout_pipe_keeps_the_exit_code_and_prints_nothing_on_stderr(
 def test_a_reader_that_takes_one_line_then_leaves_keeps_the_exit_code(workdir: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "flywheel_import", "validate", "m.yaml", "--no-progress"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=workdir)
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=workdir,
+    )
     assert proc.stdout is not None and proc.stderr is not None
     first = proc.stdout.readline()
     proc.stdout.close()  # `| head -1`

@@ -124,8 +124,9 @@ def test_unlimited_never_sleeps() -> None:
     assert lim.current_rate == math.inf
 
 
-def throttles(lim: RateLimiter, vt: VirtualTime, n: int, *, retry_after: float | None = 1.0,
-              rtt: float = 0.01) -> None:
+def throttles(
+    lim: RateLimiter, vt: VirtualTime, n: int, *, retry_after: float | None = 1.0, rtt: float = 0.01
+) -> None:
     for _ in range(n):
         lim.on_throttle(retry_after, sent_at=vt.now - rtt)
 
@@ -318,8 +319,7 @@ def simulate(
                 accepted.append(vt.now)
                 lim.on_success()
             else:
-                lim.on_throttle(None if retry_after is None else float(retry_after),
-                                sent_at=sent)
+                lim.on_throttle(None if retry_after is None else float(retry_after), sent_at=sent)
 
     vt.run(*(worker() for _ in range(workers)))
     return accepted, answers, lim

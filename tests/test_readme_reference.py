@@ -26,7 +26,7 @@ def _section(title: str) -> str:
     text = README.read_text(encoding="utf-8")
     start = text.index(f"\n## {title}\n")
     end = text.find("\n## ", start + 1)
-    return text[start:end if end >= 0 else None]
+    return text[start : end if end >= 0 else None]
 
 
 def _table_rows(section: str) -> list[list[str]]:
@@ -34,7 +34,7 @@ def _table_rows(section: str) -> list[list[str]]:
     lines = section.splitlines()
     first = next(i for i, line in enumerate(lines) if line.startswith("|"))
     rows = []
-    for line in lines[first + 2:]:
+    for line in lines[first + 2 :]:
         if not line.startswith("|"):
             break
         rows.append([c.strip() for c in re.split(r"(?<!\\)\|", line.strip("|"))])
@@ -62,8 +62,9 @@ def config_keys(model: type[BaseModel] = Config, prefix: str = "") -> dict[str, 
             # A group of keys (``api``, ``source.csv``) is documented by its keys.
             keys.update(config_keys(models[0], path + "."))
         else:
-            keys[path] = sorted({f.alias or k for m in models
-                                 for k, f in m.model_fields.items() if not f.exclude})
+            keys[path] = sorted(
+                {f.alias or k for m in models for k, f in m.model_fields.items() if not f.exclude}
+            )
     return keys
 
 
@@ -80,8 +81,10 @@ def documented_rows() -> dict[str, str]:
 
 
 def _named_in(word: str, text: str) -> bool:
-    return any(re.search(rf"(?<![\w.]){re.escape(word)}\b", span)
-               for span in re.findall(r"`([^`]+)`", text))
+    return any(
+        re.search(rf"(?<![\w.]){re.escape(word)}\b", span)
+        for span in re.findall(r"`([^`]+)`", text)
+    )
 
 
 def test_every_error_code_is_in_the_error_code_table() -> None:
@@ -109,8 +112,13 @@ def test_every_config_key_is_in_the_mapping_table() -> None:
 
 def test_key_walk_reaches_nested_and_aliased_keys() -> None:
     keys = config_keys()
-    for path in ("source.csv.null_values", "mapping.properties.json", "output.state",
-                 "mapping.watermark", "api.ca_bundle"):
+    for path in (
+        "source.csv.null_values",
+        "mapping.properties.json",
+        "output.state",
+        "mapping.watermark",
+        "api.ca_bundle",
+    ):
         assert path in keys
     assert {"column", "type"} <= set(keys["mapping.watermark"])
     assert "source.csv" not in keys and "source.csv.delimiter" in keys

@@ -32,8 +32,15 @@ def write_import(folder: Path, *, rows: int = ROWS, derived: bool = False) -> Pa
         w = csv.writer(f)
         w.writerow(["event_id", "name", "user", "ts", "plan"])
         for i in range(rows):
-            w.writerow([f"e{i:06d}", "" if i in BAD else "page_viewed", f"u{i % 89:04d}",
-                        f"2024-02-{1 + i % 28:02d} 09:00:00", "pro"])
+            w.writerow(
+                [
+                    f"e{i:06d}",
+                    "" if i in BAD else "page_viewed",
+                    f"u{i % 89:04d}",
+                    f"2024-02-{1 + i % 28:02d} 09:00:00",
+                    "pro",
+                ]
+            )
     ids = "" if derived else "  event_id: event_id\n"
     cfg = folder / "import.yaml"
     cfg.write_text(f"""
@@ -49,19 +56,35 @@ output: {{rejects: rejects.csv, report: report.json}}
 
 
 def command(cfg: Path, url: str, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", url,
-            "--no-progress", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "flywheel_import",
+        "run",
+        str(cfg),
+        "--api-url",
+        url,
+        "--no-progress",
+        *extra,
+    ]
 
 
 def environment() -> dict[str, str]:
-    return {**os.environ, "RESUME_KEY": KEY,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                          if p)}
+    return {
+        **os.environ,
+        "RESUME_KEY": KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
 
 
 def start(cfg: Path, url: str, *extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(command(cfg, url, *extra), env=environment(), text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(
+        command(cfg, url, *extra),
+        env=environment(),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def wait_stored(sb: Sandbox, at_least: int, proc: subprocess.Popen[str]) -> None:
@@ -73,8 +96,9 @@ def wait_stored(sb: Sandbox, at_least: int, proc: subprocess.Popen[str]) -> None
 
 
 def finish(cfg: Path, url: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(command(cfg, url, *extra), env=environment(), text=True,
-                          capture_output=True, timeout=120)
+    return subprocess.run(
+        command(cfg, url, *extra), env=environment(), text=True, capture_output=True, timeout=120
+    )
 
 
 def rejected_rows(folder: Path) -> list[int]:
@@ -92,7 +116,8 @@ def assert_whole_import_once(sb: Sandbox, folder: Path) -> None:
 
 @pytest.mark.parametrize("kill_at", [1, 900, 2400])
 def test_kill_9_then_the_same_command_completes_with_each_row_once(
-        tmp_path: Path, kill_at: int) -> None:
+    tmp_path: Path, kill_at: int
+) -> None:
     cfg = write_import(tmp_path)
     with Sandbox(key=KEY, latency_ms=2) as sb:
         proc = start(cfg, sb.url)
@@ -131,8 +156,9 @@ def test_a_changed_file_is_new_work_with_a_warning(tmp_path: Path) -> None:
         data.write_text(data.read_text().replace("pro", "max"))
         again = finish(cfg, sb.url)
         stats = sb.stats()
-    assert "events.csv: the file changed since the last run: importing it as new work" \
-        in again.stderr
+    assert (
+        "events.csv: the file changed since the last run: importing it as new work" in again.stderr
+    )
     assert stats["requests"] == 2 * (200 - len([i for i in BAD if i < 200]))
     # the old run's rejects no longer count: the new run's rejects, once
     assert sorted(rejected_rows(tmp_path)) == sorted(i + 1 for i in BAD if i < 200)
@@ -154,7 +180,8 @@ def test_a_changed_mapping_is_new_work_and_restart_ignores_the_ledger(tmp_path: 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_cleanly_and_the_same_command_goes_on(
-        tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
     cfg = write_import(tmp_path, derived=True)
     with Sandbox(key=KEY, latency_ms=2) as sb:
         proc = start(cfg, sb.url)
@@ -206,14 +233,19 @@ def write_night(folder: Path, name: str, days: range) -> Path:
         w.writerow(["name", "user", "ts", "seq"])
         for day in days:
             for hour in range(10):
-                w.writerow(["page_viewed", f"u{day}", f"2024-03-{day:02d} {hour:02d}:00:00",
-                            day * 100 + hour])
+                w.writerow(
+                    [
+                        "page_viewed",
+                        f"u{day}",
+                        f"2024-03-{day:02d} {hour:02d}:00:00",
+                        day * 100 + hour,
+                    ]
+                )
     return data
 
 
 @pytest.mark.parametrize("column", ["ts", "seq"])
-def test_watermark_skips_what_the_last_completed_run_covered(tmp_path: Path,
-                                                              column: str) -> None:
+def test_watermark_skips_what_the_last_completed_run_covered(tmp_path: Path, column: str) -> None:
     """Two nightly exports overlapping by one day: the second run sends only new rows."""
     write_night(tmp_path, "night1.csv", range(1, 4))  # days 1-3
     write_night(tmp_path, "night2.csv", range(3, 6))  # days 3-5: day 3 again

@@ -33,8 +33,16 @@ def write_events(folder: Path, rows: int, *, bad: int = 0) -> Path:
         w.writerow(["event_id", "name", "user", "ts", "plan", "price"])
         for i in range(rows):
             name = "" if i < bad else "page_viewed"
-            w.writerow([f"e{i:06d}", name, f"{i % 97:05d}", f"2024-01-{1 + i % 28:02d} 10:00:00",
-                        "pro", f"{i}.5"])
+            w.writerow(
+                [
+                    f"e{i:06d}",
+                    name,
+                    f"{i % 97:05d}",
+                    f"2024-01-{1 + i % 28:02d} 10:00:00",
+                    "pro",
+                    f"{i}.5",
+                ]
+            )
     return path
 
 
@@ -88,7 +96,8 @@ def test_rerun_sends_the_same_event_ids_so_the_api_drops_them(tmp_path: Path) ->
     data = write_events(tmp_path, 50)
     cfg = write_config(tmp_path, data, rate_limit=0)
     (tmp_path / "import.yaml").write_text(
-        (tmp_path / "import.yaml").read_text().replace("  event_id: event_id\n", ""))
+        (tmp_path / "import.yaml").read_text().replace("  event_id: event_id\n", "")
+    )
     with Sandbox(key=KEY) as sb:
         run_import(cfg, api_url=sb.url, key=KEY)
         run_import(cfg, api_url=sb.url, key=KEY, restart=True)  # the ledger ignored
@@ -140,8 +149,10 @@ def test_a_response_slower_than_the_timeout_is_retried_then_rejected(tmp_path: P
         report = run_import(cfg, api_url=sb.url, key=KEY, sleep=no_sleep)
     assert_accounted(report)
     assert report.rejected == 4
-    assert all(r["_error_code"] == "RETRIES_EXHAUSTED" and "timeout" in
-               r["_error_message"].lower() for r in rejects_of(tmp_path))
+    assert all(
+        r["_error_code"] == "RETRIES_EXHAUSTED" and "timeout" in r["_error_message"].lower()
+        for r in rejects_of(tmp_path)
+    )
 
 
 def test_rate_limited_server_429s_are_honoured_and_everything_lands(tmp_path: Path) -> None:
@@ -175,8 +186,8 @@ def test_api_400_rejects_the_row_with_the_api_code_and_message(tmp_path: Path) -
 
 
 def test_wrong_key_aborts_with_exit_3_and_sends_nothing_more(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_events(tmp_path, 500)
     cfg = write_config(tmp_path, data, rate_limit=0, concurrency=4)
     monkeypatch.setenv("TEST_FLYWHEEL_KEY", "wrong-" + KEY)
@@ -201,8 +212,9 @@ def test_abort_raises_api_abort_from_the_library(tmp_path: Path) -> None:
         run_import(cfg, api_url=sb.url, key="not-the-key")
 
 
-def test_the_key_never_appears_in_outputs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_the_key_never_appears_in_outputs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_events(tmp_path, 30, bad=2)
     cfg = write_config(tmp_path, data, rate_limit=0, max_attempts=2)
     monkeypatch.setenv("TEST_FLYWHEEL_KEY", KEY)
@@ -210,14 +222,18 @@ def test_the_key_never_appears_in_outputs(tmp_path: Path, monkeypatch: pytest.Mo
         code = main(["run", str(cfg), "--api-url", sb.url, "--no-progress"])
     out = capsys.readouterr()
     assert code in (0, 1)
-    for text in (out.out, out.err, (tmp_path / "report.json").read_text(),
-                 (tmp_path / "rejects.csv").read_text()):
+    for text in (
+        out.out,
+        out.err,
+        (tmp_path / "report.json").read_text(),
+        (tmp_path / "rejects.csv").read_text(),
+    ):
         assert KEY not in text
 
 
 def test_missing_key_is_a_usage_error_before_anything_is_read(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_events(tmp_path, 5)
     cfg = write_config(tmp_path, data)
     monkeypatch.delenv("TEST_FLYWHEEL_KEY", raising=False)
@@ -228,8 +244,9 @@ def test_missing_key_is_a_usage_error_before_anything_is_read(
 
 
 @pytest.mark.parametrize("url", ["http://api.example.com", "ftp://127.0.0.1"])
-def test_plain_http_to_a_remote_host_is_refused(tmp_path: Path, url: str,
-                                                monkeypatch: pytest.MonkeyPatch) -> None:
+def test_plain_http_to_a_remote_host_is_refused(
+    tmp_path: Path, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = write_events(tmp_path, 5)
     cfg = write_config(tmp_path, data)
     monkeypatch.setenv("TEST_FLYWHEEL_KEY", KEY)
@@ -245,11 +262,23 @@ def test_dry_run_sends_nothing(tmp_path: Path) -> None:
 
 
 def test_sandbox_flag_imports_the_example_into_a_fresh_sandbox(
-        capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     root = Path(__file__).resolve().parent.parent
-    code = main(["run", str(root / "configs" / "example.yaml"), "--sandbox", "--rate", "0",
-                 "--rejects", str(tmp_path / "r.csv"), "--report", str(tmp_path / "r.json"),
-                 "--no-progress"])
+    code = main(
+        [
+            "run",
+            str(root / "configs" / "example.yaml"),
+            "--sandbox",
+            "--rate",
+            "0",
+            "--rejects",
+            str(tmp_path / "r.csv"),
+            "--report",
+            str(tmp_path / "r.json"),
+            "--no-progress",
+        ]
+    )
     out = capsys.readouterr().out
     report = json.loads((tmp_path / "r.json").read_text())
     assert code == 1  # the sample carries a few deliberately bad rows
@@ -278,7 +307,6 @@ def test_readme_shows_the_commands_these_tests_run() -> None:
     assert "pip install -e '.[test]' && python -m pytest" in readme
 
 
-def test_sandbox_subcommand_is_wired_into_the_main_cli(capsys: pytest.CaptureFixture[str]
-                                                       ) -> None:
+def test_sandbox_subcommand_is_wired_into_the_main_cli(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["sandbox", "--help"]) == 0
     assert "--rate-limit" in capsys.readouterr().out

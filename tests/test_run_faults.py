@@ -22,8 +22,7 @@ def test_lost_and_late_answers_are_retried_and_every_row_is_stored_once(
     tmp_path: Path, mapped_ids: bool
 ) -> None:
     data = write_events(tmp_path, 400, bad=4)
-    cfg = write_config(tmp_path, data, rate_limit=0, concurrency=16, timeout=0.4,
-                       max_attempts=20)
+    cfg = write_config(tmp_path, data, rate_limit=0, concurrency=16, timeout=0.4, max_attempts=20)
     if not mapped_ids:
         cfg.write_text(cfg.read_text().replace("  event_id: event_id\n", ""))
     faults = {"stored_lost_rate": 0.1, "slow_rate": 0.1, "slow_ms": 1200.0, "seed": 11}

@@ -25,8 +25,9 @@ async def test_an_untrusted_https_sandbox_stops_the_run_at_once(tmp_path: Path) 
     cfg = write_import(tmp_path, rows=40, rate_limit=0, concurrency=4)
     with Sandbox(key=KEY, tls_cert=tls.cert, tls_key=tls.key) as sb:
         started = time.monotonic()
-        result = await run_cli("run", str(cfg), "--api-url", sb.url,
-                               drop=("SSL_CERT_FILE", "SSL_CERT_DIR"))
+        result = await run_cli(
+            "run", str(cfg), "--api-url", sb.url, drop=("SSL_CERT_FILE", "SSL_CERT_DIR")
+        )
         took = time.monotonic() - started
         stored = sb.stats()["stored"]
     assert result.code == 3, result.err
@@ -39,7 +40,8 @@ async def test_an_untrusted_https_sandbox_stops_the_run_at_once(tmp_path: Path) 
 @pytest.mark.anyio
 @pytest.mark.parametrize("trust", ["ca_bundle", "SSL_CERT_FILE"])
 async def test_a_trusted_https_sandbox_gets_every_row_on_reused_connections(
-        tmp_path: Path, trust: str) -> None:
+    tmp_path: Path, trust: str
+) -> None:
     tls = make_tls_files(tmp_path / "tls")
     extra = {"ca_bundle": "tls/ca.pem"} if trust == "ca_bundle" else {}
     cfg = write_import(tmp_path, rows=300, rate_limit=0, concurrency=8, **extra)

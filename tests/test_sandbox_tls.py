@@ -132,8 +132,16 @@ def test_embedded_sandbox_with_a_missing_certificate_fails_at_start(
 def test_cli_serves_https_and_reports_connections_on_stop(tls: TlsFiles, tmp_path: Path) -> None:
     proc = subprocess.Popen(
         sandbox_command(
-            "--port", "0", "--db", str(tmp_path / "cli.db"), "--key", KEY,
-            "--tls-cert", str(tls.cert), "--tls-key", str(tls.key),
+            "--port",
+            "0",
+            "--db",
+            str(tmp_path / "cli.db"),
+            "--key",
+            KEY,
+            "--tls-cert",
+            str(tls.cert),
+            "--tls-key",
+            str(tls.key),
         ),
         env=environment(),
         stdout=subprocess.PIPE,

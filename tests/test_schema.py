@@ -16,7 +16,8 @@ COMMITTED = REPO / "configs" / "flywheel-import.schema.json"
 
 def test_committed_schema_is_up_to_date() -> None:
     assert COMMITTED.read_text(encoding="utf-8") == schema_text(), (
-        "regenerate: flywheel-import schema > configs/flywheel-import.schema.json")
+        "regenerate: flywheel-import schema > configs/flywheel-import.schema.json"
+    )
 
 
 def test_schema_command_prints_the_schema(capsys: pytest.CaptureFixture[str]) -> None:

@@ -43,8 +43,13 @@ def write_import(folder: Path, *, derived: bool = False) -> Path:
         w.writerow(["event_id", "name", "user", "ts", "n"])
         prev: list[str] = []
         for i in range(ROWS):
-            row = [f"e{i:06d}", "page_viewed", f"u{i % 41:03d}",
-                   f"2024-03-{1 + i % 28:02d} 08:00:00", str(i)]
+            row = [
+                f"e{i:06d}",
+                "page_viewed",
+                f"u{i % 41:03d}",
+                f"2024-03-{1 + i % 28:02d} 08:00:00",
+                str(i),
+            ]
             if i % 53 == 11:
                 row[1] = ""
             if i % 50 == 7:  # mapped: same id, other content; derived: same content
@@ -74,20 +79,22 @@ def rejects(path: Path) -> list[dict[str, str]]:
 
 def run_shard(cfg: Path, url: str, k: int, n: int) -> tuple[object, list[dict[str, str]]]:
     out = cfg.parent / f"rejects-{k}.csv"
-    report = run_import(cfg, api_url=url, key=KEY, shard=(k, n), rejects=out,
-                        report=cfg.parent / f"report-{k}.json")
+    report = run_import(
+        cfg, api_url=url, key=KEY, shard=(k, n), rejects=out, report=cfg.parent / f"report-{k}.json"
+    )
     return report, rejects(out)
 
 
 @pytest.mark.parametrize("derived", [False, True], ids=["mapped-ids", "derived-ids"])
 def test_three_shards_are_disjoint_and_together_store_each_valid_row_and_reject_each_bad_once(
-        tmp_path: Path, derived: bool) -> None:
+    tmp_path: Path, derived: bool
+) -> None:
     cfg = write_import(tmp_path, derived=derived)
     whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
-    expected = Counter((r["_row"], r["_error_code"])
-                       for r in rejects(tmp_path / "all-rejects.csv"))
+    expected = Counter((r["_row"], r["_error_code"]) for r in rejects(tmp_path / "all-rejects.csv"))
     assert {"MALFORMED_ROW", "MISSING_EVENT_NAME", "DUPLICATE_EVENT_ID"} <= {
-        code for _, code in expected}
+        code for _, code in expected
+    }
     seen: Counter[tuple[str, str]] = Counter()
     with Sandbox(key=KEY) as sb:
         reports = []
@@ -114,9 +121,11 @@ def test_the_shard_of_an_id_and_of_a_record_is_fixed_across_runs_and_machines() 
     assert shard_of_ids(ids, 3).tolist() == [0, 0, 1, 0]
     assert shard_of_records("events.csv", [1, 2, 3, 4], 3).tolist() == [0, 2, 2, 2]
     # The base name decides, not the folder or bucket it is read from.
-    assert (shard_of_records("/mnt/a/events.csv", [1, 2, 3, 4], 3).tolist()
-            == shard_of_records("s3://b/x/events.csv", [1, 2, 3, 4], 3).tolist()
-            == [0, 2, 2, 2])
+    assert (
+        shard_of_records("/mnt/a/events.csv", [1, 2, 3, 4], 3).tolist()
+        == shard_of_records("s3://b/x/events.csv", [1, 2, 3, 4], 3).tolist()
+        == [0, 2, 2, 2]
+    )
 
 
 def test_each_shard_keeps_its_own_ledger(tmp_path: Path) -> None:
@@ -140,25 +149,40 @@ def test_each_shard_keeps_its_own_ledger(tmp_path: Path) -> None:
     assert state_path(Path("s/state.db"), (1, 4)) == Path("s/state.shard-1-of-4.db")
 
 
-def test_processes_two_run_shards_and_merge_one_rejects_file_and_one_report(
-        tmp_path: Path) -> None:
+def test_processes_two_run_shards_and_merge_one_rejects_file_and_one_report(tmp_path: Path) -> None:
     cfg = write_import(tmp_path)
     whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
-    env = {**os.environ, "SHARD_KEY": KEY,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    env = {
+        **os.environ,
+        "SHARD_KEY": KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     with Sandbox(key=KEY) as sb:
         done = subprocess.run(
-            [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", sb.url,
-             "--processes", "2", "--no-progress"],
-            env=env, text=True, capture_output=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "flywheel_import",
+                "run",
+                str(cfg),
+                "--api-url",
+                sb.url,
+                "--processes",
+                "2",
+                "--no-progress",
+            ],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
         stats = sb.stats()
     assert done.returncode == 1, done.stderr  # rows were rejected
     assert stats["stored"] == whole.valid and stats["duplicates"] == 0
     merged = rejects(tmp_path / "rejects.csv")
-    assert (sorted((r["_row"], r["_error_code"]) for r in merged)
-            == sorted((r["_row"], r["_error_code"])
-                      for r in rejects(tmp_path / "all-rejects.csv")))
+    assert sorted((r["_row"], r["_error_code"]) for r in merged) == sorted(
+        (r["_row"], r["_error_code"]) for r in rejects(tmp_path / "all-rejects.csv")
+    )
     assert stat.S_IMODE((tmp_path / "rejects.csv").stat().st_mode) == 0o600
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["completed"] is True
@@ -173,17 +197,33 @@ def test_processes_two_run_shards_and_merge_one_rejects_file_and_one_report(
 
 
 def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goes_on(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     cfg = write_import(tmp_path)
     whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
-    env = {**os.environ, "SHARD_KEY": KEY,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    env = {
+        **os.environ,
+        "SHARD_KEY": KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     with Sandbox(key=KEY) as sb:
-        cmd = [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", sb.url,
-               "--processes", "2", "--rate", "100", "--no-progress"]
-        proc = subprocess.Popen(cmd, env=env, text=True, stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
+        cmd = [
+            sys.executable,
+            "-m",
+            "flywheel_import",
+            "run",
+            str(cfg),
+            "--api-url",
+            sb.url,
+            "--processes",
+            "2",
+            "--rate",
+            "100",
+            "--no-progress",
+        ]
+        proc = subprocess.Popen(
+            cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         deadline = time.monotonic() + 60
         while sb.stats()["stored"] < 20:
             assert proc.poll() is None and time.monotonic() < deadline
@@ -205,33 +245,54 @@ def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goe
 
 def test_processes_merge_when_a_shard_has_no_rejects(tmp_path: Path) -> None:
     data = tmp_path / "events.csv"
-    data.write_text("event_id,name,user,ts\n"
-                    + "".join(f"e{i},{'' if i == 3 else 'seen'},u{i},2024-01-02 03:04:05\n"
-                              for i in range(20)))
+    data.write_text(
+        "event_id,name,user,ts\n"
+        + "".join(f"e{i},{'' if i == 3 else 'seen'},u{i},2024-01-02 03:04:05\n" for i in range(20))
+    )
     cfg = tmp_path / "import.yaml"
-    cfg.write_text("source: {path: events.csv}\napi: {key_env: SHARD_KEY, rate_limit: 0}\n"
-                   "mapping: {event: name, user_id: user, event_id: event_id, timestamp: ts}\n"
-                   "output: {rejects: rejects.csv, report: report.json}\n")
-    env = {**os.environ, "SHARD_KEY": KEY,
-           "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH"))
-                                         if p)}
+    cfg.write_text(
+        "source: {path: events.csv}\napi: {key_env: SHARD_KEY, rate_limit: 0}\n"
+        "mapping: {event: name, user_id: user, event_id: event_id, timestamp: ts}\n"
+        "output: {rejects: rejects.csv, report: report.json}\n"
+    )
+    env = {
+        **os.environ,
+        "SHARD_KEY": KEY,
+        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+    }
     with Sandbox(key=KEY) as sb:
         done = subprocess.run(
-            [sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", sb.url,
-             "--processes", "2", "--no-progress"],
-            env=env, text=True, capture_output=True, timeout=120)
+            [
+                sys.executable,
+                "-m",
+                "flywheel_import",
+                "run",
+                str(cfg),
+                "--api-url",
+                sb.url,
+                "--processes",
+                "2",
+                "--no-progress",
+            ],
+            env=env,
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
         stats = sb.stats()
     assert done.returncode == 1, done.stderr
     assert stats["stored"] == 19
     assert [(r["_row"], r["_error_code"]) for r in rejects(tmp_path / "rejects.csv")] == [
-        ("4", "MISSING_EVENT_NAME")]
+        ("4", "MISSING_EVENT_NAME")
+    ]
     shards = json.loads((tmp_path / "report.json").read_text())["shards"]
     assert sorted(s["rejected"] for s in shards) == [0, 1]
 
 
 @pytest.mark.parametrize("spec", ["3/3", "x/2", "1", "-1/2", "0/0"])
-def test_a_bad_shard_is_a_one_line_usage_error(tmp_path: Path, spec: str,
-                                               capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_bad_shard_is_a_one_line_usage_error(
+    tmp_path: Path, spec: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = write_import(tmp_path)
     assert main(["run", str(cfg), f"--shard={spec}", "--api-url", "http://127.0.0.1:9"]) == 2
     err = capsys.readouterr().err.strip()

@@ -14,10 +14,19 @@ from hypothesis import strategies as st
 from flywheel_import.timeparse import AutoParser, auto_candidates
 
 TZ = "Europe/Paris"
-SHAPES = ["%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f",
-          "%Y-%m-%d %H:%M:%S.%f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d",
-          "%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z",
-          "%Y-%m-%d %H:%M:%S%z"]
+SHAPES = [
+    "%Y-%m-%d %H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S",
+    "%Y-%m-%dT%H:%M:%S.%f",
+    "%Y-%m-%d %H:%M:%S.%f",
+    "%Y-%m-%dT%H:%M",
+    "%Y-%m-%d %H:%M",
+    "%Y-%m-%d",
+    "%Y-%m-%dT%H:%M:%SZ",
+    "%Y-%m-%dT%H:%M:%S%z",
+    "%Y-%m-%dT%H:%M:%S.%f%z",
+    "%Y-%m-%d %H:%M:%S%z",
+]
 JUNK = ["", "  ", "n/a", "15/01/2024", "2024-13-01", "2024-03-31 02:30:00"]  # last: DST gap
 
 
@@ -44,9 +53,12 @@ def mixed_batch(rng: random.Random, dominant: int, size: int) -> list[str | None
             out.append(rng.choice(JUNK))
         else:
             shape = SHAPES[dominant] if roll < 0.6 else rng.choice(SHAPES)
-            instant = (base + timedelta(seconds=rng.randrange(366 * 86400),
-                                        microseconds=rng.randrange(1_000_000))).astimezone(
-                rng.choice([UTC, timezone(timedelta(hours=5, minutes=30))]))
+            instant = (
+                base
+                + timedelta(
+                    seconds=rng.randrange(366 * 86400), microseconds=rng.randrange(1_000_000)
+                )
+            ).astimezone(rng.choice([UTC, timezone(timedelta(hours=5, minutes=30))]))
             out.append(render(instant, shape, pad=rng.random() < 0.2))
     return out
 
@@ -63,8 +75,10 @@ def test_result_does_not_depend_on_the_batches_parsed_before() -> None:
 
 def test_threads_sharing_one_parser_get_the_canonical_result() -> None:
     rng = random.Random(11)
-    batches = [mixed_batch(rng, rng.randrange(len(SHAPES)), rng.choice([1, 5, 50, 400]))
-               for _ in range(160)]
+    batches = [
+        mixed_batch(rng, rng.randrange(len(SHAPES)), rng.choice([1, 5, 50, 400]))
+        for _ in range(160)
+    ]
     expected = [canonical(b) for b in batches]
     parser = AutoParser(TZ)
 
@@ -94,8 +108,14 @@ class _HintMovedByOthers(AutoParser):
 
 
 def test_hint_moved_by_another_thread_during_a_parse_changes_nothing() -> None:
-    values: list[str | None] = ["2024-07-01 12:00:00", "2024-07-01T12:00:00", "2024-07-01",
-                                "2024-07-01T12:00:00+02:00", None, "x"]
+    values: list[str | None] = [
+        "2024-07-01 12:00:00",
+        "2024-07-01T12:00:00",
+        "2024-07-01",
+        "2024-07-01T12:00:00+02:00",
+        None,
+        "x",
+    ]
     expected = canonical(values)
     for start in range(3):
         parser = _HintMovedByOthers(TZ)
@@ -104,17 +124,22 @@ def test_hint_moved_by_another_thread_during_a_parse_changes_nothing() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(instant=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
-       shape=st.sampled_from(SHAPES), offset_minutes=st.integers(-14 * 60, 14 * 60),
-       pad=st.booleans())
+@given(
+    instant=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    shape=st.sampled_from(SHAPES),
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    pad=st.booleans(),
+)
 def test_shapes_that_both_read_a_value_agree_on_its_instant(
-        instant: datetime, shape: str, offset_minutes: int, pad: bool) -> None:
+    instant: datetime, shape: str, offset_minutes: int, pad: bool
+) -> None:
     """So trying one shape first can never change a value's instant."""
     if "%z" in shape:
         instant = instant.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
     text = render(instant, shape, pad)
     frame = pl.DataFrame({"t": [text]})
-    parsed = frame.select(c.alias(str(i)) for i, c in
-                          enumerate(auto_candidates(pl.col("t").str.strip_chars(), TZ))).row(0)
+    parsed = frame.select(
+        c.alias(str(i)) for i, c in enumerate(auto_candidates(pl.col("t").str.strip_chars(), TZ))
+    ).row(0)
     found = {v for v in parsed if v is not None}
     assert len(found) <= 1, (text, parsed)

@@ -40,17 +40,34 @@ def anyio_backend() -> str:
 # --- plain http only to loopback ---------------------------------------------------------------
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:8080", "http://127.1.2.3", "http://[::1]:9",
-                                 "http://localhost:8080", "http://LOCALHOST/base",
-                                 "https://127.evil.example"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080",
+        "http://127.1.2.3",
+        "http://[::1]:9",
+        "http://localhost:8080",
+        "http://LOCALHOST/base",
+        "https://127.evil.example",
+    ],
+)
 def test_plain_http_to_loopback_and_any_https_are_allowed(url: str) -> None:
     assert resolve_url(CFG, url, allow_insecure_http=False) == url
 
 
-@pytest.mark.parametrize("url", ["http://127.evil.example", "http://localhost.evil.com",
-                                 "http://0.0.0.0:8080", "http://[::ffff:127.0.0.1]:8080",
-                                 "http://2130706433", "http://127.1", "http://10.0.0.1",
-                                 "http://127.0.0.1.nip.io"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.evil.example",
+        "http://localhost.evil.com",
+        "http://0.0.0.0:8080",
+        "http://[::ffff:127.0.0.1]:8080",
+        "http://2130706433",
+        "http://127.1",
+        "http://10.0.0.1",
+        "http://127.0.0.1.nip.io",
+    ],
+)
 def test_plain_http_to_anything_else_is_refused_unless_allowed(url: str) -> None:
     with pytest.raises(UsageError, match="refusing to send the API key over plain http"):
         resolve_url(CFG, url, allow_insecure_http=False)
@@ -59,12 +76,25 @@ def test_plain_http_to_anything_else_is_refused_unless_allowed(url: str) -> None
 
 def test_loopback_is_an_address_or_localhost_and_nothing_that_looks_like_one() -> None:
     assert all(map(is_loopback, ["127.0.0.1", "127.255.0.9", "::1", "[::1]", "localhost"]))
-    assert not any(map(is_loopback, ["127.evil.example", "localhost.evil.com", "0.0.0.0",
-                                     "::ffff:127.0.0.1", "::", "128.0.0.1", "localhost."]))
+    assert not any(
+        map(
+            is_loopback,
+            [
+                "127.evil.example",
+                "localhost.evil.com",
+                "0.0.0.0",
+                "::ffff:127.0.0.1",
+                "::",
+                "128.0.0.1",
+                "localhost.",
+            ],
+        )
+    )
 
 
-@pytest.mark.parametrize("url", ["https://user:Zq9-secret@api.example.com",
-                                 "http://Zq9-secret@127.0.0.1:8080"])
+@pytest.mark.parametrize(
+    "url", ["https://user:Zq9-secret@api.example.com", "http://Zq9-secret@127.0.0.1:8080"]
+)
 def test_a_url_with_credentials_is_refused_without_echoing_them(url: str) -> None:
     with pytest.raises(UsageError) as err:
         resolve_url(CFG, url, allow_insecure_http=True)
@@ -75,8 +105,9 @@ def test_a_url_with_credentials_is_refused_without_echoing_them(url: str) -> Non
     assert "Zq9-secret" not in str(err.value)
 
 
-@pytest.mark.parametrize("url", ["https://u:Zq9-secret@host:notaport", "ftp://u:Zq9-secret@h",
-                                 "https://[::1"])
+@pytest.mark.parametrize(
+    "url", ["https://u:Zq9-secret@host:notaport", "ftp://u:Zq9-secret@h", "https://[::1"]
+)
 def test_a_malformed_url_is_a_usage_error_that_hides_credentials(url: str) -> None:
     with pytest.raises(UsageError) as err:
         resolve_url(CFG, url, allow_insecure_http=False)
@@ -86,8 +117,9 @@ def test_a_malformed_url_is_a_usage_error_that_hides_credentials(url: str) -> No
 
 def test_redact_userinfo_hides_every_url_credential_in_a_text() -> None:
     text = "via http://u:p@proxy:3128 to https://key@api.example.com/x and ftp://a@b"
-    assert redact_userinfo(text) == ("via http://***@proxy:3128 to https://***@api.example.com/x"
-                                     " and ftp://***@b")
+    assert redact_userinfo(text) == (
+        "via http://***@proxy:3128 to https://***@api.example.com/x and ftp://***@b"
+    )
     assert redact_userinfo("mail me: someone@example.com") == "mail me: someone@example.com"
 
 
@@ -96,7 +128,7 @@ def test_redact_userinfo_hides_every_url_credential_in_a_text() -> None:
 
 def pieces(secret: str, size: int = 6) -> list[str]:
     """Every run of `size` characters of `secret`: none may show anywhere."""
-    return [secret[i:i + size] for i in range(len(secret) - size + 1)]
+    return [secret[i : i + size] for i in range(len(secret) - size + 1)]
 
 
 def assert_no_part_of(secret: str, text: str | None) -> None:
@@ -112,15 +144,18 @@ def test_a_key_straddling_the_excerpt_boundary_is_masked_not_cut_in_half() -> No
         assert_no_part_of(KEY, verdict.message)
 
 
-@pytest.mark.parametrize("key", ['k3y"with\\both-Zq9secret', "k3y/slash-Zq9secret",
-                                 "cl\u00e9-unicode-Zq9secret"])
+@pytest.mark.parametrize(
+    "key", ['k3y"with\\both-Zq9secret', "k3y/slash-Zq9secret", "cl\u00e9-unicode-Zq9secret"]
+)
 def test_a_key_echoed_json_escaped_is_masked(key: str) -> None:
     secrets = Secrets.of(key)
     escaped = [json.dumps(key)[1:-1], json.dumps(key).replace("/", "\\/")[1:-1]]
     for form in escaped:
         # as JSON (parsed), and as a JSON-looking text that does not parse (shown raw)
-        for body in (b'{"error": "header was %s"}' % form.encode(),
-                     b'{"error": "header was %s' % form.encode()):
+        for body in (
+            b'{"error": "header was %s"}' % form.encode(),
+            b'{"error": "header was %s' % form.encode(),
+        ):
             verdict = classify(400, body, None, None, secrets=secrets)
             assert_no_part_of(key, verdict.message)
             assert_no_part_of(form, verdict.message)
@@ -140,8 +175,7 @@ def test_a_key_spelled_with_unicode_escapes_in_json_is_masked() -> None:
 
 
 def test_transport_error_text_is_masked_too() -> None:
-    verdict = classify(None, None, None, f"ServerDisconnectedError: {KEY}",
-                       secrets=Secrets.of(KEY))
+    verdict = classify(None, None, None, f"ServerDisconnectedError: {KEY}", secrets=Secrets.of(KEY))
     assert verdict.message == "ServerDisconnectedError: ***"
 
 
@@ -149,15 +183,18 @@ def echo_authorization_at(offset: int, *, status: int = 400) -> Reply:
     """A reply whose body quotes the Authorization header received, `offset` characters in."""
 
     def body(req: Received) -> dict[str, Any]:
-        return {"error": "x" * offset + f" Authorization: {req.headers['Authorization']}",
-                "code": "ECHO"}
+        return {
+            "error": "x" * offset + f" Authorization: {req.headers['Authorization']}",
+            "code": "ECHO",
+        }
 
     return Reply(status, body)
 
 
 @pytest.mark.anyio
 async def test_a_server_echoing_the_key_at_the_excerpt_boundary_leaves_no_part_of_it(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     lead = len(" Authorization: ")
     # the key starts before the excerpt's end and ends after it: a cut would keep 6+ characters
     offsets = list(range(EXCERPT - lead - len(KEY) + 1, EXCERPT - lead - 6, 2))

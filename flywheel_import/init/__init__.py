@@ -28,8 +28,9 @@ class Drafted:
     detected: Preset | None
 
 
-def draft_mapping(input: str, *, preset: str | None = None, output: Path | None = None,
-                  rows: int = SAMPLE_ROWS) -> Drafted:
+def draft_mapping(
+    input: str, *, preset: str | None = None, output: Path | None = None, rows: int = SAMPLE_ROWS
+) -> Drafted:
     """The mapping text for ``input``; ``output`` (None: stdout) anchors ``source.path``."""
     chosen: Preset | None = None
     if preset is not None:
@@ -43,8 +44,9 @@ def draft_mapping(input: str, *, preset: str | None = None, output: Path | None 
         detected = chosen = detect_preset(frame.columns)
     is_text = src.format in ("csv", "tsv")
     inference = infer(frame, is_text=is_text, preset=chosen)
-    text = render(inference, source_path=_relative(src, output), source_name=src.name,
-                  is_text=is_text)
+    text = render(
+        inference, source_path=_relative(src, output), source_name=src.name, is_text=is_text
+    )
     return Drafted(text, inference, detected)
 
 

@@ -21,18 +21,47 @@ from .presets import Preset
 NULL_MARKERS = ("\\N", "NULL")
 
 _EVENT = ("event", "eventname", "eventtype", "eventaction", "action", "name", "type")
-_USER = ("userid", "distinctid", "propertiesdistinctid", "customerid", "accountid", "uid",
-         "memberid", "externalid", "user")
-_ANON = ("anonymousid", "anonid", "deviceid", "domainuserid", "cookieid", "visitorid",
-         "clientid")
-_TIME = ("timestamp", "ts", "time", "eventtime", "eventtimestamp", "eventts", "datetime",
-         "occurredat", "createdat", "date", "propertiestime", "sentat", "receivedat")
+_USER = (
+    "userid",
+    "distinctid",
+    "propertiesdistinctid",
+    "customerid",
+    "accountid",
+    "uid",
+    "memberid",
+    "externalid",
+    "user",
+)
+_ANON = ("anonymousid", "anonid", "deviceid", "domainuserid", "cookieid", "visitorid", "clientid")
+_TIME = (
+    "timestamp",
+    "ts",
+    "time",
+    "eventtime",
+    "eventtimestamp",
+    "eventts",
+    "datetime",
+    "occurredat",
+    "createdat",
+    "date",
+    "propertiestime",
+    "sentat",
+    "receivedat",
+)
 _EVENT_ID = ("eventid", "insertid", "propertiesinsertid", "messageid", "uuid", "eid", "id")
 
 # Shapes tried when no ISO 8601 shape reads the column; day-first before month-first.
-_FORMATS = ("%d/%m/%Y %H:%M:%S", "%m/%d/%Y %H:%M:%S", "%d/%m/%Y %H:%M", "%m/%d/%Y %H:%M",
-            "%Y/%m/%d %H:%M:%S", "%d.%m.%Y %H:%M:%S", "%d-%m-%Y %H:%M:%S",
-            "%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S%.f %z")
+_FORMATS = (
+    "%d/%m/%Y %H:%M:%S",
+    "%m/%d/%Y %H:%M:%S",
+    "%d/%m/%Y %H:%M",
+    "%m/%d/%Y %H:%M",
+    "%Y/%m/%d %H:%M:%S",
+    "%d.%m.%Y %H:%M:%S",
+    "%d-%m-%Y %H:%M:%S",
+    "%Y-%m-%d %H:%M:%S %z",
+    "%Y-%m-%d %H:%M:%S%.f %z",
+)
 _EPOCH_TEXT = r"^-?[0-9]+(?:\.[0-9]+)?$"
 # An epoch's magnitude in each unit for times between 1973 and 5138: s < 1e11 <= ms < ...
 _UNITS = ((1e11, "s"), (1e14, "ms"), (1e17, "us"), (float("inf"), "ns"))
@@ -88,8 +117,9 @@ def _key(name: str) -> str:
     return re.sub(r"[^a-z0-9]", "", name.lower())
 
 
-def _by_name(columns: list[str], preset_names: tuple[str, ...], generic: tuple[str, ...],
-             taken: set[str]) -> list[str]:
+def _by_name(
+    columns: list[str], preset_names: tuple[str, ...], generic: tuple[str, ...], taken: set[str]
+) -> list[str]:
     """Columns matching a preset's exact names, then the generic names, in that order."""
     free = [c for c in columns if c not in taken]
     out = [n for n in preset_names if n in free]
@@ -109,12 +139,17 @@ def infer(frame: pl.DataFrame, *, is_text: bool, preset: Preset | None) -> Infer
     nulls: list[str] = []
     if is_text:
         strings = [c for c, t in frame.schema.items() if t == pl.String]
-        nulls = [m for m in NULL_MARKERS
-                 if strings and frame.select(pl.any_horizontal(
-                     [pl.col(c).eq(m).any() for c in strings])).item()]
+        nulls = [
+            m
+            for m in NULL_MARKERS
+            if strings
+            and frame.select(pl.any_horizontal([pl.col(c).eq(m).any() for c in strings])).item()
+        ]
         if nulls:
-            frame = frame.with_columns(pl.when(pl.col(c).is_in(nulls)).then(None)
-                                       .otherwise(pl.col(c)).alias(c) for c in strings)
+            frame = frame.with_columns(
+                pl.when(pl.col(c).is_in(nulls)).then(None).otherwise(pl.col(c)).alias(c)
+                for c in strings
+            )
     p = preset
     taken: set[str] = set()
 
@@ -123,27 +158,43 @@ def infer(frame: pl.DataFrame, *, is_text: bool, preset: Preset | None) -> Infer
         taken.add(event.column)
     normalize, left = _naming(frame, event.column)
 
-    timestamp = _pick_time(frame, _by_name(columns, p.timestamp if p else (), _TIME, taken),
-                           [c for c in columns if c not in taken])
+    timestamp = _pick_time(
+        frame,
+        _by_name(columns, p.timestamp if p else (), _TIME, taken),
+        [c for c in columns if c not in taken],
+    )
     if timestamp:
         taken.add(timestamp.column)
     user = _pick_id(frame, _by_name(columns, p.user_id if p else (), _USER, taken), "user id")
     if user.column:
         taken.add(user.column)
-    anon = _pick_id(frame, _by_name(columns, p.anonymous_id if p else (), _ANON, taken),
-                    "anonymous id")
+    anon = _pick_id(
+        frame, _by_name(columns, p.anonymous_id if p else (), _ANON, taken), "anonymous id"
+    )
     if anon.column:
         taken.add(anon.column)
-    event_id = _pick_event_id(frame, _by_name(columns, p.event_id if p else (), _EVENT_ID,
-                                              taken))
+    event_id = _pick_event_id(frame, _by_name(columns, p.event_id if p else (), _EVENT_ID, taken))
     if event_id.column:
         taken.add(event_id.column)
 
     rest = [c for c in columns if c not in taken and not c.startswith("_")]
     json_cols = _json_columns(frame, rest, p)
     props = _properties(frame, [c for c in rest if c not in json_cols], is_text)
-    return Inference(frame.height, columns, preset, event, normalize, left, user, anon,
-                     timestamp, event_id, nulls, json_cols, props)
+    return Inference(
+        frame.height,
+        columns,
+        preset,
+        event,
+        normalize,
+        left,
+        user,
+        anon,
+        timestamp,
+        event_id,
+        nulls,
+        json_cols,
+        props,
+    )
 
 
 def _pick_event(frame: pl.DataFrame, candidates: list[str]) -> Pick:
@@ -179,10 +230,14 @@ def _pick_event_id(frame: pl.DataFrame, candidates: list[str]) -> Pick:
         if not vals.len():
             continue
         if vals.n_unique() == vals.len():
-            return Pick(c, "CHECK: unique in the sample; used as written, so re-imports "
-                           "are recognised")
-        return Pick(None, f"column {c!r} repeats values in the sample, so it is not used as "
-                          "the event id; ids are derived from each event's content")
+            return Pick(
+                c, "CHECK: unique in the sample; used as written, so re-imports are recognised"
+            )
+        return Pick(
+            None,
+            f"column {c!r} repeats values in the sample, so it is not used as "
+            "the event id; ids are derived from each event's content",
+        )
     return Pick(None, "no event-id column: a stable id is derived from each event's content")
 
 
@@ -193,7 +248,8 @@ def _pick_time(frame: pl.DataFrame, by_name: list[str], others: list[str]) -> Ti
             return got
     for c in others:  # unnamed: only text that reads as dates and times
         if frame.schema[c] in (pl.String, pl.Datetime, pl.Date) or isinstance(
-                frame.schema[c], pl.Datetime):
+            frame.schema[c], pl.Datetime
+        ):
             got = _read_time(frame, c, numbers=False)
             if got:
                 return got
@@ -208,8 +264,11 @@ def _read_time(frame: pl.DataFrame, c: str, *, numbers: bool) -> TimePick | None
     if isinstance(dtype, pl.Datetime):
         if dtype.time_zone:
             return TimePick(c, f"CHECK: times with a zone ({dtype.time_zone})")
-        return TimePick(c, "CHECK: times without a zone: taken as UTC; set timezone: if they "
-                           "are local", naive=True)
+        return TimePick(
+            c,
+            "CHECK: times without a zone: taken as UTC; set timezone: if they are local",
+            naive=True,
+        )
     if dtype == pl.Date:
         return TimePick(c, "CHECK: dates only (midnight, UTC)", naive=True)
     if dtype.is_numeric() or (dtype == pl.String and vals.str.contains(_EPOCH_TEXT).all()):
@@ -218,23 +277,32 @@ def _read_time(frame: pl.DataFrame, c: str, *, numbers: bool) -> TimePick | None
         return None
     text = pl.DataFrame({"t": vals.str.strip_chars()})
     cands = auto_candidates(pl.col("t"), "UTC")
-    found = text.select(aware=cands[0].is_not_null().sum(),
-                        any=pl.coalesce(cands).is_not_null().sum()).row(0, named=True)
+    found = text.select(
+        aware=cands[0].is_not_null().sum(), any=pl.coalesce(cands).is_not_null().sum()
+    ).row(0, named=True)
     n = vals.len()
     if found["any"] == n:
         if found["aware"] == n:
             return TimePick(c, "CHECK: ISO 8601 times with offsets (each keeps its instant)")
-        return TimePick(c, "CHECK: ISO 8601 times without an offset: taken as UTC; set "
-                           "timezone: (an IANA name) if they are local", naive=True)
+        return TimePick(
+            c,
+            "CHECK: ISO 8601 times without an offset: taken as UTC; set "
+            "timezone: (an IANA name) if they are local",
+            naive=True,
+        )
     for fmt in _FORMATS:
-        ok = text.select(pl.col("t").str.to_datetime(fmt, strict=False, exact=True)
-                         .is_not_null().sum()).item()
+        ok = text.select(
+            pl.col("t").str.to_datetime(fmt, strict=False, exact=True).is_not_null().sum()
+        ).item()
         if ok == n:
             zoned = "%z" in fmt
             day_first = fmt.startswith("%d/") and any(
-                f.startswith("%m/") and text.select(pl.col("t").str.to_datetime(
-                    f, strict=False, exact=True).is_not_null().all()).item()
-                for f in _FORMATS)
+                f.startswith("%m/")
+                and text.select(
+                    pl.col("t").str.to_datetime(f, strict=False, exact=True).is_not_null().all()
+                ).item()
+                for f in _FORMATS
+            )
             note = "CHECK: times in the format below"
             if day_first:
                 note += "; day/month order is ambiguous in the sample (day first assumed)"
@@ -252,12 +320,16 @@ def _epoch(c: str, numbers: pl.Series) -> TimePick | None:
     year = 1970 + magnitude / _PER_SECOND[unit] / _YEAR_S
     if not 1990 <= year <= 2100:
         return None
-    return TimePick(c, f"CHECK: epoch numbers in {unit} (from their magnitude, "
-                       f"e.g. {numbers[0]:.0f})", unit=unit)
+    return TimePick(
+        c,
+        f"CHECK: epoch numbers in {unit} (from their magnitude, e.g. {numbers[0]:.0f})",
+        unit=unit,
+    )
 
 
-def _json_columns(frame: pl.DataFrame, candidates: list[str],
-                  preset: Preset | None) -> dict[str, str]:
+def _json_columns(
+    frame: pl.DataFrame, candidates: list[str], preset: Preset | None
+) -> dict[str, str]:
     """Text columns whose every sampled non-empty value is a JSON object, with a prefix for
     their keys: the preset's, or none for the first whose keys clash with nothing."""
     found: dict[str, set[str]] = {}
@@ -301,8 +373,9 @@ def _paths(obj: dict[str, object], prefix: str = "") -> set[str]:
 
 
 def _properties(frame: pl.DataFrame, cols: list[str], is_text: bool) -> list[Property]:
-    kinds = column_stats(frame, [c for c in cols if frame.schema[c] == pl.String]) \
-        if is_text else {}
+    kinds = (
+        column_stats(frame, [c for c in cols if frame.schema[c] == pl.String]) if is_text else {}
+    )
     out: list[Property] = []
     for c in cols:
         dtype = frame.schema[c]
@@ -312,8 +385,11 @@ def _properties(frame: pl.DataFrame, cols: list[str], is_text: bool) -> list[Pro
         elif c in kinds:
             kind = kinds[c].kind
             note = ""
-            if kind == "string" and vals.str.contains(r"^0[0-9]+$").any() and \
-                    vals.str.contains(r"^[0-9]+$").all():
+            if (
+                kind == "string"
+                and vals.str.contains(r"^0[0-9]+$").any()
+                and vals.str.contains(r"^[0-9]+$").all()
+            ):
                 note = "digits with leading zeros: kept as text"
             out.append(Property(c, kind, note))
         elif dtype == pl.Boolean:

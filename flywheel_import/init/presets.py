@@ -46,36 +46,63 @@ class Preset:
     signature: tuple[str, ...] = ()
 
 
-PRESETS: dict[str, Preset] = {p.name: p for p in (
-    Preset("mixpanel", "Mixpanel raw event export (NDJSON)",
-           event=("event",), user_id=("properties.distinct_id", "distinct_id"),
-           anonymous_id=("properties.$device_id", "$device_id"),
-           timestamp=("properties.time", "time"),
-           event_id=("properties.$insert_id", "$insert_id"),
-           signature=("event", "properties.distinct_id", "properties.time")),
-    Preset("amplitude", "Amplitude Export API events",
-           event=("event_type",), user_id=("user_id",), anonymous_id=("device_id",),
-           timestamp=("event_time", "client_event_time", "server_upload_time"),
-           event_id=("$insert_id", "insert_id", "uuid"),
-           json={"event_properties": "", "user_properties": "user."},
-           signature=("event_type", "device_id", "event_time")),
-    Preset("segment", "Segment warehouse tracks table",
-           event=("event", "event_text"), user_id=("user_id",), anonymous_id=("anonymous_id",),
-           timestamp=("timestamp", "original_timestamp", "sent_at", "received_at"),
-           event_id=("id", "message_id"),
-           signature=("event", "anonymous_id", "received_at")),
-    Preset("posthog", "PostHog events table",
-           event=("event",), user_id=("distinct_id",), anonymous_id=(),
-           timestamp=("timestamp",), event_id=("uuid",),
-           json={"properties": ""},
-           signature=("event", "distinct_id", "uuid", "properties")),
-    Preset("snowplow", "Snowplow atomic events",
-           event=("event_name", "se_action", "event"), user_id=("user_id",),
-           anonymous_id=("domain_userid", "network_userid"),
-           timestamp=("derived_tstamp", "collector_tstamp", "dvce_created_tstamp"),
-           event_id=("event_id",),
-           signature=("event_id", "domain_userid", "collector_tstamp")),
-)}
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset(
+            "mixpanel",
+            "Mixpanel raw event export (NDJSON)",
+            event=("event",),
+            user_id=("properties.distinct_id", "distinct_id"),
+            anonymous_id=("properties.$device_id", "$device_id"),
+            timestamp=("properties.time", "time"),
+            event_id=("properties.$insert_id", "$insert_id"),
+            signature=("event", "properties.distinct_id", "properties.time"),
+        ),
+        Preset(
+            "amplitude",
+            "Amplitude Export API events",
+            event=("event_type",),
+            user_id=("user_id",),
+            anonymous_id=("device_id",),
+            timestamp=("event_time", "client_event_time", "server_upload_time"),
+            event_id=("$insert_id", "insert_id", "uuid"),
+            json={"event_properties": "", "user_properties": "user."},
+            signature=("event_type", "device_id", "event_time"),
+        ),
+        Preset(
+            "segment",
+            "Segment warehouse tracks table",
+            event=("event", "event_text"),
+            user_id=("user_id",),
+            anonymous_id=("anonymous_id",),
+            timestamp=("timestamp", "original_timestamp", "sent_at", "received_at"),
+            event_id=("id", "message_id"),
+            signature=("event", "anonymous_id", "received_at"),
+        ),
+        Preset(
+            "posthog",
+            "PostHog events table",
+            event=("event",),
+            user_id=("distinct_id",),
+            anonymous_id=(),
+            timestamp=("timestamp",),
+            event_id=("uuid",),
+            json={"properties": ""},
+            signature=("event", "distinct_id", "uuid", "properties"),
+        ),
+        Preset(
+            "snowplow",
+            "Snowplow atomic events",
+            event=("event_name", "se_action", "event"),
+            user_id=("user_id",),
+            anonymous_id=("domain_userid", "network_userid"),
+            timestamp=("derived_tstamp", "collector_tstamp", "dvce_created_tstamp"),
+            event_id=("event_id",),
+            signature=("event_id", "domain_userid", "collector_tstamp"),
+        ),
+    )
+}
 
 
 def detect_preset(columns: list[str]) -> Preset | None:

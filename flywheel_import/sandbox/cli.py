@@ -72,8 +72,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="F",
-        help="fraction of valid events stored at once but answered after --slow-ms "
-        "(%(default)s)",
+        help="fraction of valid events stored at once but answered after --slow-ms (%(default)s)",
     )
     parser.add_argument(
         "--slow-ms",
@@ -110,9 +109,7 @@ def add_sandbox_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tls-cert", type=Path, metavar="PEM", help="serve https with this certificate (chain)"
     )
-    parser.add_argument(
-        "--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert"
-    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
     parser.add_argument(
         "--export",
         type=Path,
