@@ -346,14 +346,7 @@ def validate(
     seen = seen_ids(run)
     feed = ProgressFeed(on_progress)
     try:
-        with tqdm(
-            total=run.total_rows,
-            unit="rows",
-            desc="validate",
-            file=sys.stderr,
-            disable=not progress,
-            smoothing=0.1,
-        ) as bar:
+        with _bar(run.total_rows, "validate", progress) as bar:
             for prep in prepared_batches(cfg, run.jobs, seen, bodies=False):
                 run.take(prep)
                 bar.update(prep.rows_read)
@@ -531,14 +524,7 @@ async def run_import_async(
     if shard is not None:
         result.shard = f"{shard[0]}/{shard[1]}"
     resume = run.resume
-    bar = tqdm(
-        total=run.total_rows,
-        unit="rows",
-        desc="import",
-        file=sys.stderr,
-        disable=not progress,
-        smoothing=0.1,
-    )
+    bar = _bar(run.total_rows, "import", progress)
     sender = Sender(settings, sleep=sleep) if sleep else Sender(settings)
     # File and polars work (rejects, tallies) runs on the outbox's thread, never on the loop.
     outbox = Outbox(backlog=_AHEAD)
@@ -693,6 +679,13 @@ def _first_error(e: BaseException) -> BaseException | None:
     if isinstance(e, anyio.get_cancelled_exc_class()):
         return None
     return e
+
+
+def _bar(total: int, desc: str, progress: bool) -> tqdm[Any]:
+    """The rows progress bar on stderr (off without a terminal: log lines replace it)."""
+    return tqdm(
+        total=total, unit="rows", desc=desc, file=sys.stderr, disable=not progress, smoothing=0.1
+    )
 
 
 def _tick(bar: tqdm[Any], result: Report, sender: Sender, done: int) -> None:

@@ -6,7 +6,7 @@ The CPU stage of the pipeline, all vectorized polars/numpy work. Its only state 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
@@ -145,12 +145,9 @@ def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> 
         return ex.prepared
     dup = np.zeros(ex.events.height, dtype=np.bool_)
     dup[ex.candidates] = hits
-    prepared = assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
-    prepared.skipped_watermark = ex.prepared.skipped_watermark
-    prepared.watermark_max = ex.prepared.watermark_max
-    prepared.renames = ex.prepared.renames
-    prepared.skipped_shard = ex.prepared.skipped_shard
-    return prepared
+    rebuilt = assemble(ex.batch, ex.events, ex.encoder, dup, cfg, bodies=bodies)
+    # Only what the duplicates change; the rest (counts, watermark, renames) stays as examined.
+    return replace(ex.prepared, send=rebuilt.send, raw=rebuilt.raw, rejected=rebuilt.rejected)
 
 
 def _own_rows(

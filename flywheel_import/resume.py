@@ -144,7 +144,8 @@ class Resume:
             if len(settled.lo):
                 rows = raw.frame.get_column("__row").to_numpy()
                 skip = settled.contains(rows)
-                bad = [b for b in raw.bad if not settled.contains(np.array([b.row]))[0]]
+                gone = settled.contains(np.array([b.row for b in raw.bad], dtype=np.int64))
+                bad = [b for b, g in zip(raw.bad, gone, strict=True) if not g]
                 self.skipped_rows += int(skip.sum()) + len(raw.bad) - len(bad)
                 raw.bad = bad
                 if skip.any():
