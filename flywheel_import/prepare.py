@@ -120,7 +120,7 @@ def examine(
     candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
     skipped_shard = 0
     if shard is not None:
-        own = _own_rows(batch, events, enc, candidates, shard)
+        own, events = _own_rows(batch, events, enc, candidates, shard)
         skipped_shard = int((~own if batch.skip is None else ~own & ~batch.skip).sum())
         skipped_shard += _keep_own_malformed(batch, shard)
         fresh = None if fresh is None else fresh & own
@@ -156,26 +156,32 @@ def _own_rows(
     enc: Encoder,
     candidates: npt.NDArray[np.intp],
     shard: Shard,
-) -> npt.NDArray[np.bool_]:
+) -> tuple[npt.NDArray[np.bool_], pl.DataFrame]:
     """Which rows of the batch are this shard's: rows that pass every check by their event
-    id (derived here if not mapped: the id sent), the others by file and record number."""
+    id (derived here if not mapped: the id sent), the others by file and record number.
+
+    The ids derived here are written into ``events`` (no longer marked derived), so the
+    bodies are built with them instead of deriving them a second time.
+    """
     k, n = shard
     own = np.zeros(events.height, dtype=np.bool_)
     is_candidate = np.zeros(events.height, dtype=np.bool_)
     is_candidate[candidates] = True
     if len(candidates):
-        sub = events.filter(pl.Series(is_candidate))
-        ids = sub.get_column("event_id").cast(pl.String)
-        derived = sub.get_column("_derived")
-        if derived.any():
-            cores = sub.filter(derived).select(enc.core()).to_series()
-            ids = _scatter(ids, derived, derive_event_ids(cores))
+        derive = pl.Series(is_candidate) & events.get_column("_derived")
+        if derive.any():
+            cores = events.filter(derive).select(enc.core()).to_series()
+            events = events.with_columns(
+                _scatter(events.get_column("event_id"), derive, derive_event_ids(cores)),
+                (events.get_column("_derived") & ~derive).alias("_derived"),
+            )
+        ids = events.get_column("event_id").cast(pl.String).gather(candidates)
         own[candidates] = shard_of_ids(ids, n) == k
     others = np.flatnonzero(~is_candidate)
     if len(others):
         rows = events.get_column(ROW).to_numpy()[others]
         own[others] = shard_of_records(batch.source.name, rows, n) == k
-    return own
+    return own, events
 
 
 def _keep_own_malformed(batch: RawBatch, shard: Shard) -> int:
