@@ -191,8 +191,7 @@ async def dispatch(
     on_read: Callable[[Prepared], None],
     on_settled: Callable[[Settling], None],
     on_outcome: Callable[[Outcomeish], None] | None = None,
-    on_straggler_rejected: Callable[[Straggler, str, str], None] | None = None,
-    on_straggler_accepted: Callable[[Straggler], None] | None = None,
+    on_straggler: Callable[[Straggler, Outcomeish], None] | None = None,
     on_unsettled: Callable[[Settling], None] | None = None,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
     max_waiting: int | None = None,
@@ -203,7 +202,7 @@ async def dispatch(
     ``on_read`` runs in the reading thread (before the batch is handed over, so it may block
     to slow the reader); the other callbacks run on the event loop and must be quick.
     ``on_outcome`` sees each final outcome, of batch rows and stragglers alike;
-    ``on_straggler_rejected`` / ``on_straggler_accepted`` a straggler's final outcome. An
+    ``on_straggler`` a straggler's final outcome (besides ``on_outcome``). An
     exception from ``attempt`` (the API refused the key) or a cancellation stops everything
     at once; ``on_unsettled`` then sees each batch read but not settled, with the outcomes it
     has so far (its other rows, and the stragglers, are still to do: neither accepted nor
@@ -288,10 +287,8 @@ async def dispatch(
         if not _is_final(step):
             wait_then_retry(s, _delay(step))
             return
-        if not step.accepted and on_straggler_rejected is not None:
-            on_straggler_rejected(s, step.code or "UNKNOWN", step.message or "")
-        elif step.accepted and on_straggler_accepted is not None:
-            on_straggler_accepted(s)
+        if on_straggler is not None:
+            on_straggler(s, step)
         final(step)
 
     async def worker() -> None:

@@ -555,23 +555,20 @@ async def run_import_async(
         if batch.rejected_at or resume is not None:
             outbox.put(functools.partial(record_batch, batch))
 
-    def record_straggler(row: Straggler, code: str | None, message: str) -> None:
-        if code is not None:
-            run.reject(row.rejected(code, message))
+    def record_straggler(row: Straggler, outcome: Any) -> None:  # on the outbox thread
+        if not outcome.accepted:
+            run.reject(row.rejected(outcome.code or "UNKNOWN", outcome.message or ""))
         if resume is not None:
             resume.settle(
                 row.source,
                 np.array([row.row], dtype=np.int64),
-                accepted=int(code is None),
-                rejected=int(code is not None),
+                accepted=int(outcome.accepted),
+                rejected=int(not outcome.accepted),
             )
 
-    def on_straggler_rejected(row: Straggler, code: str, message: str) -> None:
-        outbox.put(functools.partial(record_straggler, row, code, message))
-
-    def on_straggler_accepted(row: Straggler) -> None:
-        if resume is not None:
-            outbox.put(functools.partial(record_straggler, row, None, ""))
+    def on_straggler(row: Straggler, outcome: Any) -> None:
+        if resume is not None or not outcome.accepted:
+            outbox.put(functools.partial(record_straggler, row, outcome))
 
     def done() -> int:
         return done_reading[0] + done_sending[0]
@@ -600,8 +597,7 @@ async def run_import_async(
                     on_read=on_read,
                     on_settled=on_settled,
                     on_outcome=on_outcome,
-                    on_straggler_rejected=on_straggler_rejected,
-                    on_straggler_accepted=on_straggler_accepted,
+                    on_straggler=on_straggler,
                     on_unsettled=on_settled,
                     sleep=sender.sleep,
                     stop=stop,

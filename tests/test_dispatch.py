@@ -95,7 +95,7 @@ def test_every_row_settles_once_and_api_rejects_keep_their_rows() -> None:
             on_read=lambda p: None,
             on_settled=settled.append,
             on_outcome=outcomes.append,
-            on_straggler_rejected=lambda s, c, m: late.append(s.rejected(c, m)),
+            on_straggler=lambda s, o: o.accepted or late.append(s.rejected(o.code, o.message)),
         )
 
     asyncio.run(main())
@@ -191,7 +191,7 @@ def test_rows_waiting_to_retry_hold_no_worker_and_do_not_stop_reading() -> None:
                 on_read=lambda p: None,
                 on_settled=settled.append,
                 on_outcome=outcomes.append,
-                on_straggler_rejected=lambda s, c, m: rejected.append((s.row, c)),
+                on_straggler=lambda s, o: o.accepted or rejected.append((s.row, o.code)),
                 sleep=sleep,
             )
 
@@ -233,7 +233,9 @@ def test_a_slow_answer_does_not_keep_its_batch_or_the_reader_waiting() -> None:
             ahead=1,
             on_read=lambda p: None,
             on_settled=on_settled,
-            on_straggler_rejected=lambda s, c, m: stragglers.append((s.row, s.rejected(c, m))),
+            on_straggler=lambda s, o: (
+                o.accepted or stragglers.append((s.row, s.rejected(o.code, o.message)))
+            ),
         )
 
     asyncio.run(main())
