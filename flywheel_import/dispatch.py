@@ -140,19 +140,6 @@ class Settling:
         return reject_rows(self.prep.raw[idx], errors, self.prep.source)
 
 
-#: Bodies turned into Python bytes this many at a time: each piece holds the GIL for well
-#: under a millisecond, so the event loop never waits long for it.
-_BYTES_CHUNK = 2048
-
-
-def _as_bytes(bodies: pl.Series) -> list[bytes]:
-    raw = bodies.cast(pl.Binary)
-    out: list[bytes] = []
-    for start in range(0, raw.len(), _BYTES_CHUNK):
-        out.extend(raw.slice(start, _BYTES_CHUNK).to_list())
-    return out
-
-
 def _is_final(step: Outcomeish | Retryish) -> TypeGuard[Outcomeish]:
     return hasattr(step, "accepted")
 
@@ -227,7 +214,7 @@ async def dispatch(
 
     def produce() -> None:
         for prep in batches:
-            bodies = _as_bytes(prep.send.get_column("body"))
+            bodies = prep.send.get_column("body").cast(pl.Binary).to_list()
             on_read(prep)
             while not room.acquire(timeout=0.1):
                 if stop_reading.is_set():
