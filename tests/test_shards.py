@@ -77,6 +77,22 @@ def rejects(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+#: The environment of a CLI run in a subprocess: the key, and this checkout first on the path.
+ENV = {
+    **os.environ,
+    "SHARD_KEY": KEY,
+    "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
+}
+
+
+def processes_command(cfg: Path, url: str, *extra: str) -> list[str]:
+    """``flywheel-import run CFG --processes 2`` against ``url``."""
+    return [
+        sys.executable, "-m", "flywheel_import", "run", str(cfg), "--api-url", url,
+        "--processes", "2", *extra, "--no-progress",
+    ]  # fmt: skip
+
+
 def run_shard(cfg: Path, url: str, k: int, n: int) -> tuple[object, list[dict[str, str]]]:
     out = cfg.parent / f"rejects-{k}.csv"
     report = run_import(
@@ -152,29 +168,9 @@ def test_each_shard_keeps_its_own_ledger(tmp_path: Path) -> None:
 def test_processes_two_run_shards_and_merge_one_rejects_file_and_one_report(tmp_path: Path) -> None:
     cfg = write_import(tmp_path)
     whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
-    env = {
-        **os.environ,
-        "SHARD_KEY": KEY,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
     with Sandbox(key=KEY) as sb:
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flywheel_import",
-                "run",
-                str(cfg),
-                "--api-url",
-                sb.url,
-                "--processes",
-                "2",
-                "--no-progress",
-            ],
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=120,
+            processes_command(cfg, sb.url), env=ENV, text=True, capture_output=True, timeout=120
         )
         stats = sb.stats()
     assert done.returncode == 1, done.stderr  # rows were rejected
@@ -201,28 +197,10 @@ def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goe
 ) -> None:
     cfg = write_import(tmp_path)
     whole = validate(cfg, rejects=tmp_path / "all-rejects.csv", report=tmp_path / "dry.json")
-    env = {
-        **os.environ,
-        "SHARD_KEY": KEY,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
     with Sandbox(key=KEY) as sb:
-        cmd = [
-            sys.executable,
-            "-m",
-            "flywheel_import",
-            "run",
-            str(cfg),
-            "--api-url",
-            sb.url,
-            "--processes",
-            "2",
-            "--rate",
-            "100",
-            "--no-progress",
-        ]
+        cmd = processes_command(cfg, sb.url, "--rate", "100")
         proc = subprocess.Popen(
-            cmd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            cmd, env=ENV, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
         )
         deadline = time.monotonic() + 60
         while sb.stats()["stored"] < 20:
@@ -231,7 +209,7 @@ def test_sigterm_to_processes_stops_every_shard_cleanly_and_the_same_command_goe
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
         stopped = json.loads((tmp_path / "report.json").read_text())
-        again = subprocess.run(cmd, env=env, text=True, capture_output=True, timeout=120)
+        again = subprocess.run(cmd, env=ENV, text=True, capture_output=True, timeout=120)
         stats = sb.stats()
     assert proc.returncode == 143, err
     assert stopped["completed"] is False and stopped["stopped"] == "SIGTERM"
@@ -255,29 +233,9 @@ def test_processes_merge_when_a_shard_has_no_rejects(tmp_path: Path) -> None:
         "mapping: {event: name, user_id: user, event_id: event_id, timestamp: ts}\n"
         "output: {rejects: rejects.csv, report: report.json}\n"
     )
-    env = {
-        **os.environ,
-        "SHARD_KEY": KEY,
-        "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p),
-    }
     with Sandbox(key=KEY) as sb:
         done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "flywheel_import",
-                "run",
-                str(cfg),
-                "--api-url",
-                sb.url,
-                "--processes",
-                "2",
-                "--no-progress",
-            ],
-            env=env,
-            text=True,
-            capture_output=True,
-            timeout=120,
+            processes_command(cfg, sb.url), env=ENV, text=True, capture_output=True, timeout=120
         )
         stats = sb.stats()
     assert done.returncode == 1, done.stderr
