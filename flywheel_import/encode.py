@@ -50,18 +50,8 @@ class Encoder:
         identify: bool | None,
         properties: Sequence[Member],
     ) -> None:
-        quoted = [
-            "event",
-            "user_id",
-            "anonymous_id",
-            "event_id",
-            *(m.column for m in properties if m.quoted),
-        ]
-        checks = frame.select(
-            pl.col(c).str.contains_any(NEEDS_ESCAPE).any().alias(c) for c in quoted
-        )
-        self._escape = {c: bool(v) for c, v in checks.row(0, named=True).items()}
-        self._escape["timestamp"] = False  # RFC 3339 text never needs escaping
+        self._frame = frame
+        self._escapes: dict[str, bool] | None = None
         nulls = {c: frame.get_column(c).null_count() for c in frame.columns}
         self._nulls = {c: n > 0 for c, n in nulls.items()}
         self._all_null = {c: n == frame.height for c, n in nulls.items()}
@@ -71,6 +61,26 @@ class Encoder:
         )
         self._identify = identify
         self._properties = properties
+
+    @property
+    def _escape(self) -> dict[str, bool]:
+        """Which quoted columns hold text JSON must escape: checked when first needed (a dry
+        run whose rows are all far below the size limit never needs it)."""
+        if self._escapes is None:
+            quoted = [
+                "event",
+                "user_id",
+                "anonymous_id",
+                "event_id",
+                *(m.column for m in self._properties if m.quoted),
+            ]
+            checks = self._frame.select(
+                pl.col(c).str.contains_any(NEEDS_ESCAPE).any().alias(c) for c in quoted
+            )
+            escapes = {c: bool(v) for c, v in checks.row(0, named=True).items()}
+            escapes["timestamp"] = False  # RFC 3339 text never needs escaping
+            self._escapes = escapes
+        return self._escapes
 
     def value(self, column: str, quoted: bool) -> list[pl.Expr]:
         col = pl.col(column)
@@ -175,6 +185,42 @@ class Encoder:
             props = pl.sum_horizontal(members)
             total = total + pl.when(props > 0).then(props - 1).otherwise(0)
         return total.cast(pl.Int64)
+
+    def core_length_bound(self) -> int | None:
+        """At least every row's :meth:`core_length`, from each column's longest value alone;
+        None when a member's type has no such bound.
+
+        A JSON string is at most six bytes per byte of text (``\\u001f``), plus its quotes.
+        Event rows are usually a few hundred bytes against a limit of tens of kilobytes, so
+        this one aggregate per column spares measuring every row (and the escape checks that
+        measuring needs).
+        """
+        members = [("event", '"event":', True)]
+        members += [("user_id", ',"user_id":', True), ("anonymous_id", ',"anonymous_id":', True)]
+        if self._timestamp:
+            members.append(("timestamp", ',"timestamp":', True))
+        members += [(m.column, "," + key_text(m.key) + ":", m.quoted) for m in self._properties]
+        schema = self._frame.schema
+        text = list(dict.fromkeys(c for c, _, _ in members if schema[c] == pl.String))
+        longest = (
+            self._frame.select(pl.col(c).str.len_bytes().max() for c in text).row(0, named=True)
+            if text
+            else {}
+        )
+        total = len("{") + len(',"identify":false') + len(',"properties":{') + len("}}")
+        for column, prefix, quoted in members:
+            dtype = schema[column]
+            if dtype == pl.String:
+                n = longest[column] or 0
+                size = 6 * n + 2 if quoted else n
+            elif isinstance(dtype, pl.Datetime):
+                size = 29  # quoted RFC 3339 with microseconds
+            elif dtype == pl.Null:
+                size = 0
+            else:
+                return None
+            total += len(prefix.encode()) + size
+        return total
 
     def content_hash(self, frame: pl.DataFrame) -> pl.Series:
         """A 64-bit fingerprint of each row's core: equal exactly when the cores are equal (so

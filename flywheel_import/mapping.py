@@ -476,7 +476,8 @@ def _property_value(
             # Text "NaN" is a value the user wrote: reject it rather than drop it.
             bad = col.is_not_null() & ~finite
         else:
-            text = json_value(number)
+            # A finite float's string cast is its JSON text (tested equal), at half the cost.
+            text = number.cast(pl.String)
             bad = col.is_not_null() & ~finite & ~is_nan.fill_null(False)  # NaN = missing
         return pl.when(finite).then(text), problem(bad, "is not a finite number:")
     # datetime

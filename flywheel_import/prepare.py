@@ -96,12 +96,6 @@ def examine(
     )
     # Rows without an id (none mapped, or the mapped cell empty) get one derived from content.
     derived = pl.col("event_id").is_null()
-    id_bytes = (
-        pl.when(derived)
-        .then(_DERIVED_ID_JSON)
-        .otherwise(json_value(pl.col("event_id")).str.len_bytes())
-    )
-    # The body's size is measured, not built: bodies are written for sendable rows only.
     # A derived id is a function of the event's content: equal content, equal id.
     id_key = pl.col("event_id").hash(seed=_ID_SEED)
     if events.get_column("event_id").null_count():
@@ -109,13 +103,13 @@ def examine(
         key = pl.when(derived).then(pl.col("_content")).otherwise(id_key)
     else:
         key = id_key
+    body_bytes, too_big = _body_size(events, enc, cfg.api.max_body_bytes)
     events = events.with_columns(
         validation.passes_row_checks().alias("_ok"),
-        (enc.core_length() + BODY_OVERHEAD + id_bytes).alias("body_bytes"),
+        body_bytes.alias("body_bytes"),
         derived.alias("_derived"),
         key.alias("_key"),
     )
-    too_big = pl.col("body_bytes") > cfg.api.max_body_bytes
     events = events.with_columns(too_big.alias(flag(ErrorCode.PAYLOAD_TOO_LARGE)))
     candidates = np.flatnonzero(events.select(pl.col("_ok") & ~too_big).to_series().to_numpy())
     skipped_shard = 0
@@ -135,6 +129,25 @@ def examine(
     if plan.event_source is not None:
         prepared.renames = name_changes(events)
     return Examined(batch, events, enc, candidates, sort_keys(keys), prepared)
+
+
+def _body_size(events: pl.DataFrame, enc: Encoder, limit: int) -> tuple[pl.Expr, pl.Expr]:
+    """(each body's size in bytes, whether it is over ``limit``), measured, not built: bodies
+    are written for sendable rows only. When even the batch's upper bound fits, no row is
+    measured and the size stays null."""
+    bound = enc.core_length_bound()
+    ids = events.get_column("event_id")
+    longest_id = ids.str.len_bytes().max() if ids.dtype == pl.String else None
+    id_bound = max(_DERIVED_ID_JSON, 6 * int(longest_id or 0) + 2)  # type: ignore[arg-type]
+    fits = bound is not None and bound + BODY_OVERHEAD + id_bound <= limit
+    if fits and ids.dtype in (pl.String, pl.Null):
+        return pl.lit(None, pl.Int64), pl.lit(False)
+    id_bytes = (
+        pl.when(pl.col("event_id").is_null())
+        .then(_DERIVED_ID_JSON)
+        .otherwise(json_value(pl.col("event_id")).str.len_bytes())
+    )
+    return enc.core_length() + BODY_OVERHEAD + id_bytes, pl.col("body_bytes") > limit
 
 
 def settle(ex: Examined, cfg: Config, seen: SeenIds, *, bodies: bool = True) -> Prepared:
