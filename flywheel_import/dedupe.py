@@ -46,23 +46,22 @@ _ONE, _SIX, _TWELVE, _LOW6 = np.uint64(1), np.uint64(6), np.uint64(12), np.uint6
 class SortedKeys:
     """A batch's fingerprints in sorted order, with repeats inside the batch marked."""
 
-    ranked: npt.NDArray[np.uint64]
-    order: npt.NDArray[np.intp]  # ranked[i] == fps[order[i]]
+    fps: npt.NDArray[np.uint64]  # as the batch holds them
+    ranked: npt.NDArray[np.uint64]  # sorted
     repeats: npt.NDArray[np.bool_]  # ranked[i] equals an earlier value of the batch
+
+    def order(self) -> npt.NDArray[np.intp]:
+        """``ranked[i] == fps[order[i]]``; among equal values the first occurrence first.
+        Needed only to place duplicates, which are rare: sorting values alone is faster."""
+        return np.argsort(self.fps, kind="stable")
 
 
 def sort_keys(fps: npt.NDArray[np.uint64]) -> SortedKeys:
-    """Sort once, in sorted order binary searches stay in cache; among equal values a stable
-    order puts the first occurrence first, so only later ones are repeats."""
-    order = np.argsort(fps)
-    ranked = fps[order]
+    """Sort once, in sorted order binary searches stay in cache."""
+    ranked = np.sort(fps)
     repeats = np.zeros(len(fps), dtype=np.bool_)
     repeats[1:] = ranked[1:] == ranked[:-1]
-    if repeats.any():
-        order = np.argsort(fps, kind="stable")
-        ranked = fps[order]
-        repeats[1:] = ranked[1:] == ranked[:-1]
-    return SortedKeys(ranked, order, repeats)
+    return SortedKeys(fps, ranked, repeats)
 
 
 class SeenIds:
@@ -181,8 +180,9 @@ class SeenIds:
                 starts = np.flatnonzero(np.concatenate(([True], fw[1:] != fw[:-1])))
                 self._filter[fw[starts]] |= np.bitwise_or.reduceat(mask[fresh], starts)
                 self._push(ranked[fresh])
-        dup = np.empty(len(ranked), dtype=np.bool_)
-        dup[keys.order] = seen
+        dup = np.zeros(len(ranked), dtype=np.bool_)
+        if seen.any():
+            dup[keys.order()] = seen
         return dup
 
     def _search(self, needles: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:

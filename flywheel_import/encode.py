@@ -231,28 +231,28 @@ class Encoder:
         null member is skipped, as the core omits it. So ``{"page": "home"}`` and
         ``{"screen": "home"}`` differ, ``"5"`` and ``5`` differ, and a null in a column that
         another file does not have changes nothing. Two different cores share a fingerprint
-        with probability about 2^-64 per pair. Each link is materialized before the next:
-        as one expression, a link that may be skipped holds the chain so far twice, and the
-        expression would double with every column.
+        with probability about 2^-64 per pair. The chain is materialized before each link
+        that may be skipped: as one expression, such a link holds the chain so far twice, and
+        the expression would double with every nullable column. Links that are never skipped
+        nest in one expression (one query for a run of them, not one each).
         """
         chain = self._chain()
         needed = list(dict.fromkeys(c for _, c in chain if c is not None))
         out = frame.select(pl.lit(_CHAIN_START, pl.UInt64).alias(_CHAIN), *needed)
-        h = pl.col(_CHAIN)
+        h, bare = pl.col(_CHAIN), True
         for seed, column in chain:
             if column is None:  # a member every core has, or the start of the properties
-                link = _mix(h, pl.lit(seed, pl.UInt64))
+                h, bare = _mix(h, pl.lit(seed, pl.UInt64)), False
             elif self._all_null.get(column, False):
                 continue
-            else:
+            elif self._nulls.get(column, True):
+                if not bare:
+                    out, h = out.with_columns(h.alias(_CHAIN)), pl.col(_CHAIN)
                 step = _mix(h, pl.col(column).hash(seed=seed))
-                link = (
-                    pl.when(pl.col(column).is_null()).then(h).otherwise(step)
-                    if self._nulls.get(column, True)
-                    else step
-                )
-            out = out.with_columns(link.alias(_CHAIN))
-        return out.get_column(_CHAIN)
+                h, bare = pl.when(pl.col(column).is_null()).then(h).otherwise(step), False
+            else:
+                h, bare = _mix(h, pl.col(column).hash(seed=seed)), False
+        return out.select(h.alias(_CHAIN)).get_column(_CHAIN)
 
     def _chain(self) -> list[tuple[int, str | None]]:
         """(seed naming the member, column or None) for each member of the core, in order."""

@@ -235,7 +235,13 @@ def assemble(
         good, bad = good & ~skip, bad & ~skip
         rows -= int(batch.skip.sum())
     # Messages are built for the rejected rows only: usually a handful per batch.
-    bad_rows = events.filter(bad).select(ROW, *validation.describe(cfg.api.max_body_bytes))
+    # Lazily, so only the columns the messages read are filtered, not every event column.
+    bad_rows = (
+        events.lazy()
+        .filter(bad)
+        .select(ROW, *validation.describe(cfg.api.max_body_bytes))
+        .collect()
+    )
     rejected = reject_rows(batch.frame.filter(bad), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")

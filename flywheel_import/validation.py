@@ -8,6 +8,8 @@ are computed by the caller and passed in as flag columns.
 
 from __future__ import annotations
 
+import functools
+
 import polars as pl
 
 from .errors import CODE_ORDER, ErrorCode
@@ -24,7 +26,10 @@ def _quoted(col: str) -> pl.Expr:
     return pl.lit("'") + pl.col(col).str.slice(0, 80) + pl.lit("'")
 
 
-def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> list[pl.Expr]:
+# The expressions are built once per setting, not per batch: building them is Python work
+# that holds the GIL the examining threads share (measured: half the cost of a small batch).
+@functools.cache
+def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> tuple[pl.Expr, ...]:
     """Flag columns for the checks that depend on the row alone."""
     event = pl.col("event")
     has_user = pl.col("user_id").is_not_null()
@@ -46,7 +51,7 @@ def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> list[pl.Exp
         ),
         ErrorCode.INVALID_PROPERTY: pl.col("prop_errors").is_not_null(),
     }
-    return [expr.fill_null(False).alias(flag(code)) for code, expr in checks.items()]
+    return tuple(expr.fill_null(False).alias(flag(code)) for code, expr in checks.items())
 
 
 _ROW_FLAGS = (
@@ -61,6 +66,7 @@ _ROW_FLAGS = (
 )
 
 
+@functools.cache
 def passes_row_checks() -> pl.Expr:
     return ~pl.any_horizontal([pl.col(flag(c)) for c in _ROW_FLAGS])
 
@@ -110,16 +116,17 @@ def messages(max_body_bytes: int) -> dict[ErrorCode, pl.Expr]:
     }
 
 
-def describe(max_body_bytes: int) -> list[pl.Expr]:
+@functools.cache
+def describe(max_body_bytes: int) -> tuple[pl.Expr, ...]:
     """``_error_code`` and ``_error_message`` from the flag columns (null for a clean row)."""
     texts = messages(max_body_bytes)
     order = [c for c in CODE_ORDER if c in texts]
     codes = [pl.when(pl.col(flag(c))).then(pl.lit(c.value)) for c in order]
     notes = [pl.when(pl.col(flag(c))).then(texts[c]) for c in order]
     code = pl.concat_str(codes, separator=";", ignore_nulls=True)
-    return [
+    return (
         pl.when(code != "").then(code).alias("_error_code"),
         pl.when(code != "")
         .then(pl.concat_str(notes, separator="; ", ignore_nulls=True))
         .alias("_error_message"),
-    ]
+    )
