@@ -41,13 +41,16 @@ def figures(**changes: Any) -> dict[str, Any]:
         },
         "random429": {"noisy_eps": 3500.0, "clean_eps": 4000.0, "ratio": 0.875},
         "validate": {
-            "rows": 1000,
-            "validate_s": 1.0,
-            "baseline_s": 0.2,
-            "time_ratio": 5.0,
-            "validate_rss_mb": 300.0,
-            "baseline_rss_mb": 250.0,
-            "rss_ratio": 1.2,
+            fmt: {
+                "rows": 1000,
+                "validate_s": 1.0,
+                "baseline_s": 0.3,
+                "time_ratio": 3.3,
+                "validate_rss_mb": 300.0,
+                "baseline_rss_mb": 250.0,
+                "rss_ratio": 1.2,
+            }
+            for fmt in ("csv", "parquet", "ndjson")
         },
         "memory": {
             "small_rows": 1000,
@@ -79,6 +82,13 @@ def test_random_429_ratio_below_the_target_is_a_failure_in_the_table() -> None:
     lines = bench_report.rows(figures(random429__ratio=0.5))
     assert [x.measure for x in lines if x.ok is False] == ["random 5% 429s, events/s"]
     assert "FAIL" in bench_report.table(lines)
+
+
+def test_a_dry_run_over_four_times_polars_read_fails_for_that_format_only() -> None:
+    r = figures()
+    r["validate"]["parquet"]["time_ratio"] = 4.4
+    lines = bench_report.rows(r)
+    assert [x.measure for x in lines if x.ok is False] == ["dry run of 1,000 rows, parquet, s"]
 
 
 def test_more_connections_than_the_concurrency_fails() -> None:
