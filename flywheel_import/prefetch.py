@@ -65,14 +65,15 @@ class _Failure:
 
 
 def ordered_map(fn: Callable[[T], R], items: Iterator[T], workers: int = 2) -> Iterator[R]:
-    """``map(fn, items)`` on ``workers`` threads, results in input order, at most ``workers``
-    items taken ahead (``Executor.map`` would read the whole input first)."""
+    """``map(fn, items)`` on ``workers`` threads, results in input order, at most
+    ``workers + 1`` items taken ahead (``Executor.map`` would read the whole input first): one
+    more than the workers keeps them busy while the consumer handles a result."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flywheel-map") as pool:
         pending: deque[Future[R]] = deque()
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
-                if len(pending) >= workers:
+                if len(pending) > workers:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()
