@@ -38,18 +38,26 @@ from .errors import InputError
 
 @dataclass(frozen=True, slots=True)
 class FastPlan:
-    """How polars reads one local Parquet file: the frames' schema, and the columns whose
-    stored integers must lie within bounds (dates and times in years 1-9999)."""
+    """How polars reads one local Parquet file: the frames' schema, the columns whose stored
+    integers must lie within bounds (dates and times in years 1-9999), and the rows of each
+    row group."""
 
     path: Path
     schema: pl.Schema
     bounds: dict[str, tuple[int, int]]
+    row_groups: list[int]
 
-    def frames(self, batch_rows: int) -> Iterator[pl.DataFrame]:
-        """The file's rows in order, in frames of about ``batch_rows`` rows (the caller
-        slices a longer one). Memory stays bounded: polars reads ahead only a little."""
+    def frames(self, batch_rows: int) -> Iterator[tuple[int, pl.DataFrame]]:
+        """(rows asked for, frame) for the file's rows in order, at most twice ``batch_rows``
+        at a time (the caller slices them into batches).
+
+        Each part is read when asked for: polars' own batched reader runs ahead of a slow
+        consumer by many row groups, holding them in memory. A part is whole row groups
+        where they are small enough, so each is decoded once.
+        """
         lazy = pl.scan_parquet(self.path, glob=False, hive_partitioning=False)
-        return iter(lazy.collect_batches(chunk_size=batch_rows))
+        for start, rows in parts(self.row_groups, 2 * batch_rows):
+            yield rows, lazy.slice(start, rows).collect()
 
     def out_of_range(self, frame: pl.DataFrame) -> bool:
         """Does a bounded column of ``frame`` hold a value outside its bounds?"""
@@ -87,7 +95,26 @@ def fast_plan(pf: Any, path: Path, source: str) -> FastPlan | None:
     if not isinstance(expected, pl.DataFrame) or found != expected.schema:
         return None
     bounds = {f.name: b for f in arrow if (b := instant_bounds(f.type)) is not None}
-    return FastPlan(path, found, bounds)
+    groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    return FastPlan(path, found, bounds, groups)
+
+
+def parts(row_groups: list[int], limit: int) -> Iterator[tuple[int, int]]:
+    """(first row, rows) of consecutive parts of at most ``limit`` rows: neighbouring row
+    groups that fit together, or pieces of one larger than ``limit``."""
+    start = rows = 0
+    for n in row_groups:
+        if rows and rows + n > limit:
+            yield start, rows
+            start, rows = start + rows, 0
+        if n > limit:
+            for off in range(0, n, limit):
+                yield start + off, min(limit, n - off)
+            start += n
+        else:
+            rows += n
+    if rows:
+        yield start, rows
 
 
 #: Parquet's physical type and logical type (name and details) of each kept Arrow type when

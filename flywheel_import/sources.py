@@ -284,10 +284,10 @@ def _fast_batches(
     frames = plan.frames(batch_rows)
     while True:
         try:
-            frame = next(frames, None)
+            asked, frame = next(frames, (0, None))
         except (Exception, pl.exceptions.PanicException):
             return done  # text that is not UTF-8, damage: the exact reader says which
-        if frame is None or frame.schema != plan.schema:
+        if frame is None or frame.height != asked or frame.schema != plan.schema:
             return done
         for off in range(0, frame.height, batch_rows):
             part = frame.slice(off, batch_rows)

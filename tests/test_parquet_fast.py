@@ -350,3 +350,16 @@ def test_an_empty_file_reads_the_same_both_ways(
     fast = batches(path, 5, fast=True, mp=monkeypatch)
     exact = batches(path, 5, fast=False, mp=monkeypatch)
     assert sum(b.rows for b in fast) == sum(b.rows for b in exact) == 0
+
+
+def test_parts_join_small_row_groups_and_cut_large_ones_within_the_limit() -> None:
+    assert list(parquetfast.parts([7, 7, 7], 20)) == [(0, 14), (14, 7)]
+    assert list(parquetfast.parts([3, 25, 0, 4, 4], 10)) == [
+        (0, 3),
+        (3, 10),
+        (13, 10),
+        (23, 5),
+        (28, 8),
+    ]
+    assert list(parquetfast.parts([], 10)) == []
+    assert list(parquetfast.parts([10, 10], 10)) == [(0, 10), (10, 10)]
