@@ -11,6 +11,7 @@ file is read this way only when, before reading:
   read: conversions the two readers might make differently);
 - polars reads the file's schema to exactly the types of the exact reader's frames (this
   also rules out what the first check lets through and polars reads otherwise);
+- its row groups are not many tiny ones (polars reads those slower than pyarrow);
 
 and, while reading:
 
@@ -34,6 +35,11 @@ import pyarrow as pa
 
 from .arrowtypes import convert, empty_batch, instant_bounds, kept
 from .errors import InputError
+
+#: Many row groups (more than this) of under _SMALL_GROUP_ROWS rows on average read slower
+#: with polars than with pyarrow (measured: 20,000 groups of 10 rows, 1.6 s against 1.1 s).
+_MANY_GROUPS = 64
+_SMALL_GROUP_ROWS = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +87,9 @@ def fast_plan(pf: Any, path: Path, source: str) -> FastPlan | None:
     arrow: pa.Schema = pf.schema_arrow
     if not all(kept(f.type) for f in arrow):
         return None
+    groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
+    if len(groups) > _MANY_GROUPS and sum(groups) < _SMALL_GROUP_ROWS * len(groups):
+        return None  # polars spends more per row group than pyarrow: tiny ones read slower
     columns = [pf.schema.column(i) for i in range(len(pf.schema))]
     if len(columns) != len(arrow):
         return None
@@ -89,13 +98,12 @@ def fast_plan(pf: Any, path: Path, source: str) -> FastPlan | None:
     try:
         expected = pl.from_arrow(convert(empty_batch(arrow), source).batch)
         found = pl.scan_parquet(path, glob=False, hive_partitioning=False).collect_schema()
-    except (InputError, pl.exceptions.PolarsError, OSError):
+    except (InputError, pl.exceptions.PolarsError, pl.exceptions.PanicException, OSError):
         # Such as duplicate names: the exact reader reports what it finds, as ever.
         return None
     if not isinstance(expected, pl.DataFrame) or found != expected.schema:
         return None
     bounds = {f.name: b for f in arrow if (b := instant_bounds(f.type)) is not None}
-    groups = [pf.metadata.row_group(i).num_rows for i in range(pf.metadata.num_row_groups)]
     return FastPlan(path, found, bounds, groups)
 
 
@@ -117,8 +125,7 @@ def parts(row_groups: list[int], limit: int) -> Iterator[tuple[int, int]]:
         yield start, rows
 
 
-#: Parquet's physical type and logical type (name and details) of each kept Arrow type when
-#: stored as itself; a logical type of None also fits where Parquet needs none.
+#: The bits of each integer type, as Parquet's ``Int`` logical type states them.
 _INT_WIDTHS = {
     pa.int8(): 8,
     pa.int16(): 16,

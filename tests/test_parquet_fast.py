@@ -363,3 +363,18 @@ def test_parts_join_small_row_groups_and_cut_large_ones_within_the_limit() -> No
     ]
     assert list(parquetfast.parts([], 10)) == []
     assert list(parquetfast.parts([10, 10], 10)) == [(0, 10), (10, 10)]
+
+
+def test_many_tiny_row_groups_are_read_by_the_exact_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table = pa.table({"event": ["a"] * 650, "n": list(range(650))})
+    tiny = write(table, tmp_path / "tiny.parquet", row_group_size=10)  # 65 groups
+    assert plan_for(tiny) is None
+    few = write(table.slice(0, 640), tmp_path / "few.parquet", row_group_size=10)  # 64 groups
+    assert plan_for(few) is not None
+    assert_same_batches(
+        batches(tiny, 100, fast=True, mp=monkeypatch),
+        batches(tiny, 100, fast=False, mp=monkeypatch),
+        100,
+    )
