@@ -96,6 +96,37 @@ def convert(batch: pa.RecordBatch, source: str) -> Converted:
     return Converted(out, number_text, dict(sorted(reasons.items())))
 
 
+def kept(t: pa.DataType) -> bool:
+    """Does :func:`convert` return arrays of type ``t`` as they are, apart from emptying
+    problem values? (null, booleans, integers, float32/64, UTF-8 text, date32, timestamps in
+    ms/us/ns without a zone or in UTC.) polars can then read such columns itself."""
+    if pa.types.is_timestamp(t):
+        return t.unit != "s" and t.tz in (None, "UTC")
+    return bool(
+        pa.types.is_null(t)
+        or pa.types.is_boolean(t)
+        or pa.types.is_integer(t)
+        or pa.types.is_float32(t)
+        or pa.types.is_float64(t)
+        or pa.types.is_string(t)
+        or pa.types.is_large_string(t)
+        or _is(t, "is_string_view")
+        or pa.types.is_date32(t)
+    )
+
+
+def instant_bounds(t: pa.DataType) -> tuple[int, int] | None:
+    """The stored integers of a date or timestamp type that lie in years 1-9999 (inclusive
+    bounds); None: every value does (nanoseconds) or the type is no instant."""
+    if pa.types.is_date32(t):
+        return _INSTANT_RANGE["date32"]
+    if pa.types.is_date64(t):
+        return _INSTANT_RANGE["ms"]
+    if pa.types.is_timestamp(t):
+        return _INSTANT_RANGE.get(t.unit)
+    return None
+
+
 def row_text(batch: pa.RecordBatch, rows: list[int]) -> list[str]:
     """Rows of the original batch as JSON-ish text, for the rejects file's ``_raw``.
 
@@ -307,12 +338,7 @@ def _instants(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
         # Stored values are UTC instants already; the zone name (which polars might not know,
         # e.g. "+01:00") only matters for display, and the API is sent UTC.
         arr = arr.cast(pa.timestamp(t.unit, "UTC"))
-    if pa.types.is_date32(t):
-        bounds: tuple[int, int] | None = _INSTANT_RANGE["date32"]
-    elif pa.types.is_date64(t):
-        bounds = _INSTANT_RANGE["ms"]
-    else:
-        bounds = _INSTANT_RANGE.get(t.unit)  # nanoseconds: always in range
+    bounds = instant_bounds(t)
     if bounds is None or not len(arr):
         return arr, []
     bad = _out_of_range(arr, *bounds)

@@ -4,7 +4,8 @@ Every reader yields :class:`RawBatch` values of at most ``batch_rows`` rows: a p
 first column ``__row`` is the 1-based data record number in its file (header excluded), plus the
 records that could not be parsed, as raw text. Memory follows the chunk size, not the file size.
 Struct columns are flattened to ``parent.child``; empty text cells become null. Parquet batches
-pass through :mod:`.arrowtypes`; NDJSON chunks are read with the file's merged types
+pass through :mod:`.arrowtypes`, or are read by polars itself where that provably gives the
+same frames (:mod:`.parquetfast`); NDJSON chunks are read with the file's merged types
 (:mod:`.jsontypes`).
 """
 
@@ -15,10 +16,10 @@ import io
 import shutil
 import tempfile
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 import numpy.typing as npt
@@ -31,6 +32,9 @@ from .errors import InputError
 from .inputs import SourceFile, open_random, open_stream
 from .jsontypes import MAX_DEPTH, nesting, record_schema
 from .prefetch import prefetch
+
+if TYPE_CHECKING:
+    from .parquetfast import FastPlan
 
 ROW = "__row"
 CHUNK_BYTES = 4 << 20
@@ -235,6 +239,11 @@ def _parquet_path(src: SourceFile, stack: list[Path]) -> Path | BinaryIO:
 
 
 def parquet_file(src: SourceFile, stack: list[Path]) -> object:
+    return _open_parquet(src, stack)[0]
+
+
+def _open_parquet(src: SourceFile, stack: list[Path]) -> tuple[Any, Path | None]:
+    """The file opened by pyarrow, and its path on this machine (None: read in ranges)."""
     import pyarrow.parquet as pq
 
     try:
@@ -244,32 +253,106 @@ def parquet_file(src: SourceFile, stack: list[Path]) -> object:
     except Exception as e:  # gzip, zlib and zstandard each raise their own errors
         raise InputError(f"{src.name}: cannot expand ({src.compression}): {e}") from None
     try:
-        return pq.ParquetFile(path)
+        return pq.ParquetFile(path), path if isinstance(path, Path) else None
     except Exception as e:  # pyarrow raises its own hierarchy (ArrowInvalid, OSError...)
         raise InputError(f"{src.name}: not a readable Parquet file: {e}") from None
 
 
 def _parquet_batches(src: SourceFile, batch_rows: int) -> Iterator[RawBatch]:
-    import pyarrow as pa
+    """polars reads the file where it provably gives the exact reader's frames (see
+    :mod:`.parquetfast`); the exact reader takes over at the first row it cannot."""
+    from .parquetfast import fast_plan
 
     temps: list[Path] = []
     try:
-        pf = parquet_file(src, temps)
-        total_bytes = src.size()
-        total_rows = max(1, pf.metadata.num_rows)  # type: ignore[attr-defined]
-        next_row = 1
-        try:
-            for rb in pf.iter_batches(batch_size=batch_rows):  # type: ignore[attr-defined]
-                frame, bad = parquet_frame(src, rb, next_row)
-                next_row += rb.num_rows
-                yield RawBatch(src, frame, bad, total_bytes * rb.num_rows // total_rows)
-        except (OSError, ValueError, pa.ArrowException) as e:
-            raise InputError(
-                f"{src.name}: Parquet data unreadable near row {next_row}: {e}"
-            ) from None
+        pf, local = _open_parquet(src, temps)
+        sizes = _Share(src.size(), pf.metadata.num_rows)
+        plan = fast_plan(pf, local, src.name) if local is not None else None
+        done = 0 if plan is None else (yield from _fast_batches(src, plan, pf, batch_rows, sizes))
+        yield from _exact_batches(src, pf, batch_rows, sizes, done)
     finally:
         for t in temps:
             t.unlink(missing_ok=True)
+
+
+def _fast_batches(
+    src: SourceFile, plan: FastPlan, pf: Any, batch_rows: int, sizes: _Share
+) -> Generator[RawBatch, None, int]:
+    """Batches read by polars, up to a row it cannot read; returns the rows given. A batch
+    holding rows the exact reader would reject (dates out of range) is read by it."""
+    done = 0
+    frames = plan.frames(batch_rows)
+    while True:
+        try:
+            asked, frame = next(frames, (0, None))
+        except (Exception, pl.exceptions.PanicException):
+            return done  # text that is not UTF-8, damage: the exact reader says which
+        if frame is None or frame.height != asked or frame.schema != plan.schema:
+            return done
+        for off in range(0, frame.height, batch_rows):
+            part = frame.slice(off, batch_rows)
+            if plan.out_of_range(part):
+                yield from _exact_batches(src, pf, batch_rows, sizes, done, part.height)
+            else:
+                rows = pl.Series(ROW, np.arange(done + 1, done + 1 + part.height), pl.Int64)
+                yield RawBatch(src, part.insert_column(0, rows), [], sizes(part.height))
+            done += part.height
+
+
+@dataclass(frozen=True, slots=True)
+class _Share:
+    """A batch's share of the file's bytes, for progress: Parquet says rows, not offsets."""
+
+    total_bytes: int
+    total_rows: int
+
+    def __call__(self, rows: int) -> int:
+        return self.total_bytes * rows // max(1, self.total_rows)
+
+
+def _exact_batches(
+    src: SourceFile, pf: Any, batch_rows: int, sizes: _Share, start: int, count: int | None = None
+) -> Iterator[RawBatch]:
+    """Rows ``start`` (0-based) onwards, ``count`` of them or all, read by pyarrow and
+    converted (:func:`parquet_frame`)."""
+    import pyarrow as pa
+
+    next_row = start + 1
+    try:
+        for rb in _record_batches(pf, batch_rows, start, count):
+            frame, bad = parquet_frame(src, rb, next_row)
+            next_row += rb.num_rows
+            yield RawBatch(src, frame, bad, sizes(rb.num_rows))
+    except (OSError, ValueError, pa.ArrowException) as e:
+        raise InputError(f"{src.name}: Parquet data unreadable near row {next_row}: {e}") from None
+
+
+def _record_batches(pf: Any, batch_rows: int, start: int, count: int | None) -> Iterator[Any]:
+    """pyarrow's record batches of rows ``start`` to ``start + count`` (or the end): only
+    the row groups holding them are read."""
+    if start == 0 and count is None:
+        yield from pf.iter_batches(batch_size=batch_rows)
+        return
+    stop = pf.metadata.num_rows if count is None else start + count
+    groups: list[int] = []
+    pos = first = 0  # first: the row where the first group read starts
+    for i in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(i).num_rows
+        if pos + n > start and pos < stop:
+            if not groups:
+                first = pos
+            groups.append(i)
+        pos += n
+    if not groups:
+        return
+    pos = first
+    for rb in pf.iter_batches(batch_size=batch_rows, row_groups=groups):
+        lo, hi = max(start - pos, 0), min(rb.num_rows, stop - pos)
+        if hi > lo:
+            yield rb.slice(lo, hi - lo)
+        pos += rb.num_rows
+        if pos >= stop:
+            return
 
 
 def parquet_frame(src: SourceFile, rb: Any, first_row: int) -> tuple[pl.DataFrame, list[BadRecord]]:
