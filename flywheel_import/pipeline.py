@@ -236,7 +236,7 @@ class Session:
         self.result.skipped_shard += prep.skipped_shard
         if prep.renames is not None:
             self.result.record_names(prep.renames)
-        self.reject(prep.rejected)
+        self.reject(prep.rejected, owned=True)
         if self.resume is not None:
             self.resume.saw_watermark(prep.watermark_max)
             self.resume.settle(
@@ -246,10 +246,12 @@ class Session:
                 rejected=prep.rejected.height,
             )
 
-    def reject(self, rows: pl.DataFrame) -> None:
+    def reject(self, rows: pl.DataFrame, *, owned: bool = False) -> None:
+        """Count and stage rejected rows; ``owned``: see :meth:`RejectsWriter.add`."""
         self.result.record(rows)
         if self.writer is not None:
-            self.writer.add(self.resume.tag(rows) if self.resume is not None else rows)
+            tagged = self.resume.tag(rows) if self.resume is not None else rows
+            self.writer.add(tagged, owned=owned)
 
     def finish(self) -> None:
         """Write what was gathered, also after a failure: nothing read is lost.

@@ -21,6 +21,7 @@ from .eventid import derive_event_ids
 from .jsonexpr import json_value
 from .mapping import Plan, map_batch
 from .names import name_changes
+from .rejects import owned_text
 from .shards import Shard, shard_of_ids, shard_of_records
 from .sources import ROW, RawBatch
 from .validation import flag
@@ -245,6 +246,7 @@ def assemble(
     rejected = reject_rows(batch.frame.filter(bad), bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
+    rejected = owned_text(rejected)
     all_good = bool(good.all())
     if not bodies:  # a dry run keeps only the row numbers of what it would send
         send = events.select(ROW).filter(good)

@@ -28,6 +28,21 @@ _FLUSH_ROWS = 50_000
 LEDGER_COLUMNS = ("__file_id", "__generation")
 
 
+def owned_text(rows: pl.DataFrame) -> pl.DataFrame:
+    """``rows`` with their text copied out of the batch they were filtered from.
+
+    Rows filtered out of a batch still point into the whole batch's text buffers (polars
+    string views): staged until the next flush, a few rejects a batch would keep every batch
+    of the file in memory. The examining threads call this on the rejects they build, so the
+    thread writing them does no polars work (its queries would wait behind theirs).
+    """
+    return rows.with_columns(
+        pl.concat_str([pl.col(c), pl.lit("")]).alias(c)
+        for c, dtype in rows.schema.items()
+        if dtype == pl.String
+    )
+
+
 class RejectsWriter:
     """Stages rejected rows in Parquet parts; :meth:`close` writes the final file.
 
@@ -58,17 +73,12 @@ class RejectsWriter:
         self._keep = keep
         self._new: list[tuple[str, int]] = []
 
-    def add(self, rows: pl.DataFrame) -> None:
+    def add(self, rows: pl.DataFrame, *, owned: bool = False) -> None:
+        """Stage ``rows``; ``owned``: their text is already their own (:func:`owned_text`)."""
         if not rows.height:
             return
-        # Rows filtered out of a batch still point into the whole batch's text buffers
-        # (polars string views): staged until the next flush, a few rejects a batch would keep
-        # every batch of the file in memory. Rebuilding the text copies just these rows.
-        rows = rows.with_columns(
-            pl.concat_str([pl.col(c), pl.lit("")]).alias(c)
-            for c, dtype in rows.schema.items()
-            if dtype == pl.String
-        )
+        if not owned:
+            rows = owned_text(rows)
         self.count += rows.height
         self._columns.update(dict.fromkeys(rows.columns))
         self._pending.append(rows)

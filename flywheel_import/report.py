@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,24 +60,35 @@ class Report:
     def record(self, rejected: pl.DataFrame) -> None:
         """Count rejected rows (rejects-file layout) per code, keeping one example of each.
 
-        A row with several codes counts under each; validation and API rejects alike.
+        A row with several codes counts under each; validation and API rejects alike. Plain
+        Python over the code column, no polars query: this runs on the busiest thread, where
+        a query waits for polars' threads, busy with the next batches (measured: 4 ms for a
+        five-row batch).
         """
         if not rejected.height:
             return
         self.rejected += rejected.height
-        per_code = (
-            rejected.lazy()  # one query: this runs on the busiest thread
-            .select(pl.col("_error_code").str.split(";"), "_source", "_row", "_error_message")
-            .explode("_error_code")
-            .group_by("_error_code", maintain_order=True)
-            .agg(pl.len(), pl.first("_source"), pl.first("_row"), pl.first("_error_message"))
-            .collect()
-        )
-        for code, n, source, row, message in per_code.iter_rows():
-            entry = self.by_code.setdefault(code, CodeCount())
-            entry.count += n
-            if entry.example is None:
-                entry.example = {"source": source, "row": row, "message": message}
+        codes = rejected.get_column("_error_code").to_list()
+        for combo, n in Counter(codes).items():
+            for code in combo.split(";"):
+                self.by_code.setdefault(code, CodeCount()).count += n
+        wanted = {c for c, entry in self.by_code.items() if entry.example is None}
+        if not wanted:
+            return
+        for i, combo in enumerate(codes):
+            found = wanted.intersection(combo.split(";"))
+            if not found:
+                continue
+            example = {
+                "source": rejected.get_column("_source")[i],
+                "row": rejected.get_column("_row")[i],
+                "message": rejected.get_column("_error_message")[i],
+            }
+            for code in found:
+                self.by_code[code].example = dict(example)
+            wanted -= found
+            if not wanted:
+                return
 
     def record_names(self, changes: pl.DataFrame) -> None:
         """Count event names changed by ``names``/``normalize`` (``from``, ``to``, ``count``).
