@@ -3,22 +3,24 @@
 Every reader yields :class:`RawBatch` values of at most ``batch_rows`` rows: a polars frame whose
 first column ``__row`` is the 1-based data record number in its file (header excluded), plus the
 records that could not be parsed, as raw text. Memory follows the chunk size, not the file size.
-Struct columns are flattened to ``parent.child``; empty text cells become null. Parquet batches
-pass through :mod:`.arrowtypes`; NDJSON chunks are read with the file's merged types
-(:mod:`.jsontypes`).
+Struct columns are flattened to ``parent.child``; empty text cells become null. CSV is split into
+records by :mod:`.csvsplit`, or read by polars itself where preflight proved that the same
+(:class:`NativeCsv`). Parquet batches pass through :mod:`.arrowtypes`; NDJSON chunks are read
+with the file's merged types (:mod:`.jsontypes`).
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+import os
 import shutil
 import tempfile
 import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -52,13 +54,23 @@ class RawBatch:
 
 
 def read_batches(
-    src: SourceFile, csv: CsvOptions, batch_rows: int, schema: dict[str, pl.DataType] | None = None
+    src: SourceFile,
+    csv: CsvOptions,
+    batch_rows: int,
+    schema: dict[str, pl.DataType] | None = None,
+    *,
+    native: NativeCsv | None = None,
 ) -> Iterator[RawBatch]:
     """Yield the file's rows in batches; ``schema`` is the NDJSON file's nested types from
-    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs."""
+    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs.
+    ``native``: preflight's proof that polars reads this CSV file record for record
+    (:attr:`FileProfile.native_csv`); without it, CSV goes through the record splitter."""
     try:
         if src.format in ("csv", "tsv"):
-            yield from _csv_batches(src, csv, batch_rows)
+            if native is not None:
+                yield from _native_csv_batches(src, csv, batch_rows, native)
+            else:
+                yield from _csv_batches(src, csv, batch_rows)
         elif src.format == "parquet":
             yield from _parquet_batches(src, batch_rows)
         else:
@@ -151,6 +163,86 @@ def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[
             )
         frame = frame.insert_column(0, pl.Series(ROW, block.rows, dtype=pl.Int64))
         yield from _slices(src, frame, block.bad, batch_rows, consumed)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCsv:
+    """Preflight's finding that polars reads this plain file exactly as the record splitter
+    does: the same records (no quote inside an unquoted field), each whole (no blank line, no
+    record with too few or too many fields), all valid UTF-8. Then polars' row index is the
+    record number, and the batches can skip the splitter. It holds for the file as it was:
+    ``stamp`` tells whether it still is."""
+
+    names: tuple[str, ...]
+    rows: int
+    stamp: FileStamp
+
+
+class FileStamp(NamedTuple):
+    """What changes when a file is written or replaced."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def file_stamp(path: Path) -> FileStamp:
+    st = os.stat(path)
+    return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _native_csv_batches(
+    src: SourceFile, csv: CsvOptions, batch_rows: int, native: NativeCsv
+) -> Iterator[RawBatch]:
+    """polars' own streaming read of a file preflight found it reads exactly (see
+    :class:`NativeCsv`): cells as :func:`cell_value` makes them, ``__row`` from its row index.
+
+    A file changed since preflight is read by the record splitter instead (what it holds now
+    is unproven); one changed while being read stops the read rather than number rows it may
+    have read differently.
+    """
+    if src.path is None or file_stamp(src.path) != native.stamp:
+        yield from _csv_batches(src, csv, batch_rows)
+        return
+    path = src.path
+    delimiter, quote = csv_dialect(src, csv)
+    lazy = pl.scan_csv(
+        path,
+        has_header=csv.header,
+        separator=delimiter,
+        quote_char=quote,
+        infer_schema=False,
+        glob=False,
+    )
+    names = list(native.names)
+    found = lazy.collect_schema().names()
+    if len(found) != len(names):
+        raise InputError(f"{src.name}: changed while being read (its columns); run again")
+    lazy = (
+        lazy.rename(dict(zip(found, names, strict=True)))
+        .with_row_index(ROW, offset=1)
+        .with_columns(
+            pl.col(ROW).cast(pl.Int64), *(cell_value(n, csv.null_values).alias(n) for n in names)
+        )
+    )
+    size, rows, reported = native.stamp.size, 0, 0
+    for frame in lazy.collect_batches(chunk_size=batch_rows):
+        if not frame.height:
+            continue
+        rows += frame.height
+        if rows > native.rows or file_stamp(path) != native.stamp:
+            raise InputError(f"{src.name}: changed while being read; run again")
+        # Progress in bytes, estimated from the rows (the sum is the file's size).
+        consumed = size * rows // native.rows - reported
+        reported += consumed
+        yield from _slices(src, frame, [], batch_rows, consumed)
+    if rows != native.rows:
+        raise InputError(f"{src.name}: changed while being read; run again")
+    if not rows:
+        empty = pl.DataFrame(schema={ROW: pl.Int64, **dict.fromkeys(names, pl.String)})
+        yield RawBatch(src, empty, [], size)
 
 
 def header_names(src: SourceFile, header: list[bytes] | None, ncols: int) -> list[str]:
