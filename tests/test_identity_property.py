@@ -389,8 +389,9 @@ def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
     path.write_bytes(data)
     src = SourceFile(path, "csv", "none")
     whole = prof._text_shape(src, ",", '"', header=header, count=True)
-    for size in (3, 4, 7):
+    for size, few in [(3, 2048), (4, 0), (7, 1)]:  # few: quotes found one by one, then numpy
         monkeypatch.setattr(prof, "_QUOTE_CHUNK", size)
+        monkeypatch.setattr(prof, "_FEW_QUOTES", few)
         if header and b"\n" not in data[:size]:
             continue  # a header longer than the first chunk is declined on purpose
         assert prof._text_shape(src, ",", '"', header=header, count=True) == whole
