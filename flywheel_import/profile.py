@@ -18,6 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from . import csvsplit
 from .config import CsvOptions, SourceConfig
 from .csvsplit import RecordSplitter
 from .errors import InputError
@@ -262,7 +263,7 @@ def _text_shape(
     only needs an even count: its names are the reader's own, and a header read as a
     different number of columns is declined by the caller. The file is read in chunks (a
     memory map of the whole file would count every page of it in the process's memory); a
-    chunk without a quote costs one ``bytes.find``, one with a few a ``find`` per quote.
+    chunk without a quote costs one ``bytes.find`` (see :func:`.csvsplit.positions`).
     """
     if src.path is None:
         return None
@@ -287,7 +288,7 @@ def _text_shape(
             limit = len(block) if final else len(block) - 2
             if limit > 0:
                 data = np.frombuffer(block, np.uint8)
-                at = _positions(block, qb, limit) if qb else None
+                at = csvsplit.positions(block, q, limit) if qb else None
                 if at is not None and not _edges(data, at, seen, prev, sep, q, final=final):
                     return None
                 if count:
@@ -300,26 +301,6 @@ def _text_shape(
 
 
 _QUOTE_CHUNK = 8 << 20
-_FEW_QUOTES = 2048
-
-
-def _positions(block: bytes, needle: bytes, limit: int) -> npt.NDArray[np.intp] | None:
-    """Offsets of the one-byte ``needle`` in ``block[:limit]``, None if there is none.
-
-    ``find`` runs at memory speed and most files quote a few fields, if any; a file quoting
-    every field is searched once by numpy instead (``bytes.count`` is several times slower
-    than either).
-    """
-    i = block.find(needle, 0, limit)
-    if i < 0:
-        return None
-    found: list[int] = []
-    while i >= 0 and len(found) < _FEW_QUOTES:
-        found.append(i)
-        i = block.find(needle, i + 1, limit)
-    if i < 0:
-        return np.array(found, dtype=np.intp)
-    return np.flatnonzero(np.frombuffer(block, np.uint8, count=limit) == needle[0])
 
 
 def _edges(
@@ -360,7 +341,7 @@ def _outside_quotes(
     total = int(np.count_nonzero(np.frombuffer(block, np.uint8, count=limit) == sep))
     if at is None:
         return total if seen % 2 == 0 else 0
-    if len(at) > _FEW_QUOTES:
+    if len(at) > csvsplit.FEW_HITS:
         delims = np.flatnonzero(np.frombuffer(block, np.uint8, count=limit) == sep)
         inside = (seen + np.searchsorted(at, delims)) & 1
         return total - int(np.count_nonzero(inside))

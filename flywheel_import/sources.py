@@ -28,7 +28,7 @@ import orjson
 import polars as pl
 
 from .config import CsvOptions
-from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
+from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter, whole_records
 from .errors import InputError
 from .inputs import SourceFile, open_random, open_stream
 from .jsontypes import MAX_DEPTH, nesting, record_schema
@@ -196,53 +196,63 @@ def file_stamp(path: Path) -> FileStamp:
 def _native_csv_batches(
     src: SourceFile, csv: CsvOptions, batch_rows: int, native: NativeCsv
 ) -> Iterator[RawBatch]:
-    """polars' own streaming read of a file preflight found it reads exactly (see
-    :class:`NativeCsv`): cells as :func:`cell_value` makes them, ``__row`` from its row index.
+    """A file preflight found polars reads exactly (see :class:`NativeCsv`), parsed by polars
+    a block of whole records at a time, with no record splitting: the records are numbered
+    as they come (there is no blank line to skip, no bad record to set aside).
 
-    A file changed since preflight is read by the record splitter instead (what it holds now
-    is unproven); one changed while being read stops the read rather than number rows it may
-    have read differently.
+    Blocks, not polars' streaming scan: the scan reads ahead of a slow consumer by hundreds
+    of megabytes. A file changed since preflight is read by the record splitter instead
+    (what it holds now is unproven); one changed while being read stops the read rather than
+    number rows it may have read differently.
     """
     if src.path is None or file_stamp(src.path) != native.stamp:
         yield from _csv_batches(src, csv, batch_rows)
         return
-    path = src.path
     delimiter, quote = csv_dialect(src, csv)
-    lazy = pl.scan_csv(
-        path,
-        has_header=csv.header,
-        separator=delimiter,
-        quote_char=quote,
-        infer_schema=False,
-        glob=False,
-    )
     names = list(native.names)
-    found = lazy.collect_schema().names()
-    if len(found) != len(names):
-        raise InputError(f"{src.name}: changed while being read (its columns); run again")
-    lazy = (
-        lazy.rename(dict(zip(found, names, strict=True)))
-        .with_row_index(ROW, offset=1)
-        .with_columns(
-            pl.col(ROW).cast(pl.Int64), *(cell_value(n, csv.null_values).alias(n) for n in names)
-        )
-    )
     size, rows, reported = native.stamp.size, 0, 0
-    for frame in lazy.collect_batches(chunk_size=batch_rows):
-        if not frame.height:
-            continue
-        rows += frame.height
-        if rows > native.rows or file_stamp(path) != native.stamp:
-            raise InputError(f"{src.name}: changed while being read; run again")
-        # Progress in bytes, estimated from the rows (the sum is the file's size).
-        consumed = size * rows // native.rows - reported
-        reported += consumed
-        yield from _slices(src, frame, [], batch_rows, consumed)
+    with open(src.path, "rb") as f:
+        chunks = iter(lambda: f.read(CHUNK_BYTES), b"")
+        for i, data in enumerate(whole_records(chunks, quote)):
+            if i == 0 and csv.header:
+                frame = _parse_first_block(src, data, names, delimiter, quote)
+                frame = frame.with_columns(cell_value(n, csv.null_values).alias(n) for n in names)
+            else:
+                frame = _parse_block(src, data, names, delimiter, quote, csv.null_values)
+            numbers = np.arange(rows + 1, rows + 1 + frame.height, dtype=np.int64)
+            rows += frame.height
+            if rows > native.rows or file_stamp(src.path) != native.stamp:
+                raise InputError(f"{src.name}: changed while being read; run again")
+            # Progress in bytes, estimated from the rows (the sum is the file's size).
+            consumed = size * rows // max(native.rows, 1) - reported
+            reported += consumed
+            frame = frame.insert_column(0, pl.Series(ROW, numbers, dtype=pl.Int64))
+            yield from _slices(src, frame, [], batch_rows, consumed)
     if rows != native.rows:
         raise InputError(f"{src.name}: changed while being read; run again")
     if not rows:
         empty = pl.DataFrame(schema={ROW: pl.Int64, **dict.fromkeys(names, pl.String)})
         yield RawBatch(src, empty, [], size)
+
+
+def _parse_first_block(
+    src: SourceFile, data: bytes, names: list[str], delimiter: str, quote: str | None
+) -> pl.DataFrame:
+    """The first block with its header, which polars skips as its own scan did in preflight
+    (a byte-order mark and blank lines before it included); the names are the reader's."""
+    frame = pl.read_csv(
+        io.BytesIO(data),
+        has_header=True,
+        infer_schema=False,
+        separator=delimiter,
+        quote_char=quote,
+        raise_if_empty=False,
+        try_parse_dates=False,
+    )
+    if frame.width != len(names):
+        raise InputError(f"{src.name}: changed while being read (its header); run again")
+    frame.columns = names
+    return frame
 
 
 def header_names(src: SourceFile, header: list[bytes] | None, ncols: int) -> list[str]:

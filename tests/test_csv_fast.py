@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from flywheel_import import sources
 from flywheel_import.config import SourceConfig
+from flywheel_import.csvsplit import whole_records
 from flywheel_import.errors import InputError
 from flywheel_import.inputs import detect
 from flywheel_import.profile import FileProfile, _native_csv_profile, profile
@@ -126,9 +127,11 @@ FORMS: dict[str, dict[str, Any]] = {
 
 @pytest.mark.parametrize("form", list(FORMS))
 @pytest.mark.parametrize("batch_rows", BATCH_SIZES)
+@pytest.mark.parametrize("chunk", [97, 4 << 20])
 def test_real_shaped_files_read_by_polars_equal_the_record_splitter(
-    tmp_path: Path, form: str, batch_rows: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: str, batch_rows: int, chunk: int
 ) -> None:
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk)  # blocks cut inside quoted newlines
     options = FORMS[form]
     path = tmp_path / ("data.tsv" if options.get("delimiter") == "\t" else "data.csv")
     path.write_bytes(encode(HEADER, corpus_rows(60), **options))
@@ -164,13 +167,17 @@ def test_a_header_only_file_reads_no_rows_either_way(tmp_path: Path, data: bytes
     case=messy_files(),
     batch_rows=st.sampled_from([1, 2, 5, 1000]),
     nulls=st.sampled_from([[], ["x", "1"]]),
+    chunk=st.sampled_from([1, 2, 5, 64, 1 << 20]),
 )
 def test_wherever_preflight_proves_a_file_both_reads_agree(
     tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
     case: tuple[bytes, bool],
     batch_rows: int,
     nulls: list[str],
+    chunk: int,
 ) -> None:
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk)  # records cut across reads
     data, header = case
     path = tmp_path_factory.mktemp("messy") / "data.csv"
     path.write_bytes(data)
@@ -228,10 +235,19 @@ def mostly_clean_files(draw: st.DrawFn) -> tuple[bytes, bool, bool]:
 @settings(
     max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
-@given(case=mostly_clean_files(), batch_rows=st.sampled_from([1, 3, 1000]))
+@given(
+    case=mostly_clean_files(),
+    batch_rows=st.sampled_from([1, 3, 1000]),
+    chunk=st.sampled_from([1, 3, 16, 1 << 20]),
+)
 def test_realistic_files_are_proven_when_clean_and_read_the_same_when_proven(
-    tmp_path_factory: pytest.TempPathFactory, case: tuple[bytes, bool, bool], batch_rows: int
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+    case: tuple[bytes, bool, bool],
+    batch_rows: int,
+    chunk: int,
 ) -> None:
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk)
     data, header, clean = case
     path = tmp_path_factory.mktemp("real") / "data.csv"
     path.write_bytes(data)
@@ -250,6 +266,27 @@ def test_realistic_files_are_proven_when_clean_and_read_the_same_when_proven(
     assert fast_frame.equals(exact_frame)
     assert fast_bad == exact_bad == []
     assert all(b.frame.height <= batch_rows for b in fast)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    cells=st.lists(st.sampled_from(["", "a", '"x\ny"', '"q""\n""q"', '""', '"a,b"', "\r"])),
+    cuts=st.lists(st.integers(1, 9), min_size=1),
+)
+def test_blocks_end_at_record_ends_however_the_bytes_arrive(
+    cells: list[str], cuts: list[int]
+) -> None:
+    text = "".join(c + ("\n" if i % 2 else ",") for i, c in enumerate(cells)).encode()
+    chunks, at = [], 0
+    while at < len(text):
+        size = cuts[len(chunks) % len(cuts)]
+        chunks.append(text[at : at + size])
+        at += size
+    pieces = list(whole_records(chunks, '"'))
+    assert b"".join(pieces) == text
+    for piece in pieces[:-1]:
+        assert piece.endswith(b"\n") and piece.count(b'"') % 2 == 0
+    assert all(pieces)
 
 
 # --- files preflight does not prove ----------------------------------------------------------
@@ -328,7 +365,10 @@ def test_a_file_changed_after_preflight_is_read_by_the_record_splitter(tmp_path:
     assert frame.get_column(ROW).to_list() == [1, 2, 3, *range(5, 15)]
 
 
-def test_a_file_changed_while_being_read_stops_the_read(tmp_path: Path) -> None:
+def test_a_file_changed_while_being_read_stops_the_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 64)  # blocks of a few records
     path = tmp_path / "data.csv"
     path.write_bytes(b"event,n\n" + b"a,1\n" * 300)
     source = source_config()

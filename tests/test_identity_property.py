@@ -382,6 +382,7 @@ def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
     """The quote check reads the file in chunks (a memory map would count the whole file in
     the process's memory): a quote at a chunk's edge must be judged as in one piece, and a
     delimiter counted once, inside or outside quotes as a whole read would."""
+    from flywheel_import import csvsplit
     from flywheel_import import profile as prof
 
     data, header = case
@@ -391,7 +392,7 @@ def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
     whole = prof._text_shape(src, ",", '"', header=header, count=True)
     for size, few in [(3, 2048), (4, 0), (7, 1)]:  # few: quotes found one by one, then numpy
         monkeypatch.setattr(prof, "_QUOTE_CHUNK", size)
-        monkeypatch.setattr(prof, "_FEW_QUOTES", few)
+        monkeypatch.setattr(csvsplit, "FEW_HITS", few)
         if header and b"\n" not in data[:size]:
             continue  # a header longer than the first chunk is declined on purpose
         assert prof._text_shape(src, ",", '"', header=header, count=True) == whole
