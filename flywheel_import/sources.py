@@ -205,20 +205,25 @@ def _native_csv_batches(
     (what it holds now is unproven); one changed while being read stops the read rather than
     number rows it may have read differently.
     """
-    if src.path is None or file_stamp(src.path) != native.stamp:
+    if src.path is None or src.compression != "none" or file_stamp(src.path) != native.stamp:
         yield from _csv_batches(src, csv, batch_rows)
         return
     delimiter, quote = csv_dialect(src, csv)
     names = list(native.names)
     size, rows, reported = native.stamp.size, 0, 0
+    head = b"" if csv.header else None  # the blocks up to the header's, until it is read
     with open(src.path, "rb") as f:
         chunks = iter(lambda: f.read(CHUNK_BYTES), b"")
-        for i, data in enumerate(whole_records(chunks, quote)):
-            if i == 0 and csv.header:
-                frame = _parse_first_block(src, data, names, delimiter, quote)
-                frame = frame.with_columns(cell_value(n, csv.null_values).alias(n) for n in names)
-            else:
+        for data in whole_records(chunks, quote):
+            if head is None:
                 frame = _parse_block(src, data, names, delimiter, quote, csv.null_values)
+            else:
+                head += data
+                if not head.removeprefix(b"\xef\xbb\xbf").strip(b"\r\n"):
+                    continue  # blank lines before the header
+                frame = _parse_first_block(src, head, names, delimiter, quote)
+                frame = frame.with_columns(cell_value(n, csv.null_values).alias(n) for n in names)
+                head = None
             numbers = np.arange(rows + 1, rows + 1 + frame.height, dtype=np.int64)
             rows += frame.height
             if rows > native.rows or file_stamp(src.path) != native.stamp:

@@ -152,6 +152,17 @@ def test_a_file_without_header_reads_the_same_with_its_numbered_columns(
     assert prof.columns == [f"column_{i}" for i in range(1, 9)]
 
 
+@pytest.mark.parametrize("chunk", [1, 5, 4 << 20])
+def test_blank_lines_before_the_header_are_skipped_in_any_block(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    monkeypatch.setattr(sources, "CHUNK_BYTES", chunk)
+    path = tmp_path / "data.csv"
+    path.write_bytes(b'\xef\xbb\xbf\n\r\n\nev,"n"\r\na,1\r\n"b",2\r\n')
+    prof = assert_same_reads(path, source_config(), 1)
+    assert prof.native_csv is not None and prof.columns == ["ev", "n"] and prof.rows == 2
+
+
 @pytest.mark.parametrize("data", [b"a,b\n", b"a,b", b"\xef\xbb\xbfa,b\r\n"])
 def test_a_header_only_file_reads_no_rows_either_way(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "data.csv"
