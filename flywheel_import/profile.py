@@ -14,12 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 import polars as pl
 
-from . import csvsplit
 from .config import CsvOptions, SourceConfig
+from .csvproof import same_records
 from .csvsplit import RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
@@ -136,9 +134,9 @@ def _native_csv_profile(
     id whether the file is read plain or compressed), so it computes the same
     :class:`KindStats` over the same values, or gives up (None) and the exact reader profiles
     the file. Where it answers, it has also proven that polars reads the file record for
-    record as the exact reader does (:func:`_same_records`), so the batches may be read by
-    polars too (:attr:`FileProfile.native_csv`). Column names are the reader's own (stripped,
-    ``column_<i>`` when empty).
+    record as the exact reader does (:func:`.csvproof.same_records`), so the batches may be
+    read by polars too (:attr:`FileProfile.native_csv`). Column names are the reader's own
+    (stripped, ``column_<i>`` when empty).
     """
     if src.path is None:  # an object in a store: the exact reader streams it
         return None
@@ -159,20 +157,19 @@ def _native_csv_profile(
             return None
         lazy = lazy.rename(dict(zip(found, names, strict=True)))
         wanted = [c for c in names if wants_kind(c)]
-        stats: dict[str, KindStats] = {}
         nulls = source.csv.null_values
-        if wanted:
-            # The first rows settle what they can (one value that is not a number rules
-            # "number" out for the whole file); the scan tests every value for what is open.
-            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted, nulls)
+        last = names[-1]
+        head = lazy.select(list(dict.fromkeys([*wanted, last]))).head(_HEAD_ROWS).collect()
+        # The first rows settle what they can (one value that is not a number rules "number"
+        # out for the whole file); the scan tests every value for what is open.
+        stats = column_stats(head, wanted, nulls)
         open_cols = [c for c in wanted if not stats[c].settled]
-        aggs: list[pl.Expr] = [
-            pl.len().alias("rows"),
-            pl.col(names[-1]).null_count().alias("gaps"),
-            # Every column: polars refuses a record with too many fields, or with invalid
-            # UTF-8, only where it parses all of the record.
-            pl.all().null_count().name.prefix("\0"),
-        ]
+        # Empty last cells in the first rows: the scan parses every column at once (see
+        # same_records); otherwise it parses only what it counts, several times faster.
+        parse_all = head.get_column(last).null_count() > 0
+        aggs: list[pl.Expr] = [pl.len().alias("rows"), pl.col(last).null_count().alias("gaps")]
+        if parse_all:
+            aggs.append(pl.all().null_count().name.prefix("\0"))
         for i, c in enumerate(open_cols):
             aggs += stats_exprs(
                 c,
@@ -182,10 +179,20 @@ def _native_csv_profile(
                 nulls=nulls,
             )
         row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
-        rows = int(row["rows"])
+        rows, gaps = int(row["rows"]), int(row["gaps"])
+        if gaps and not parse_all:
+            lazy.select(pl.all().null_count()).collect(engine="streaming")
+            parse_all = True
         header = source.csv.header
-        if not _same_records(
-            src, delimiter, quote, header=header, ncols=len(names), rows=rows, gaps=row["gaps"]
+        if not same_records(
+            src,
+            delimiter,
+            quote,
+            header=header,
+            ncols=len(names),
+            rows=rows,
+            gaps=gaps,
+            parsed_all=parse_all,
         ):
             return None
     except (pl.exceptions.PolarsError, OSError, ValueError, InputError):
@@ -210,147 +217,6 @@ def _reader_names(src: SourceFile, csv: CsvOptions) -> list[str]:
                 return header_names(src, block.header, block.ncols or 0)
             if not chunk:
                 return []
-
-
-def _same_records(
-    src: SourceFile,
-    delimiter: str,
-    quote: str | None,
-    *,
-    header: bool,
-    ncols: int,
-    rows: int,
-    gaps: int,
-) -> bool:
-    """Does polars read the exact reader's records, each of them whole, so that its row
-    index is the record number? ``rows``: the rows polars read; ``gaps``: its null cells in
-    the last column.
-
-    polars, parsing every column, refuses records with too many fields and invalid UTF-8.
-    What it reads differently is proven absent here: a quote inside an unquoted field (see
-    :func:`_text_shape`), and records polars pads with nulls, where the reader rejects the
-    record or skips the line: too few fields, blank lines. Those leave a null in the last
-    column, as an empty last cell does; where there is one, the delimiters outside quotes
-    are counted: with none of the ``rows`` records over ``ncols`` fields, they add up to
-    ``(ncols - 1) * rows`` exactly when none has fewer. A one-column file has no delimiter:
-    its empty cells are blank lines, which the reader skips.
-    """
-    if gaps and ncols < 2:
-        return False
-    if quote is None and not gaps:
-        return True
-    shape = _text_shape(src, delimiter, quote, header=header, count=bool(gaps))
-    return shape is not None and (not gaps or shape.delimiters == (ncols - 1) * rows)
-
-
-@dataclass(frozen=True, slots=True)
-class TextShape:
-    """What one pass over a file's bytes found (see :func:`_text_shape`)."""
-
-    #: Delimiters outside quoted fields after the header line (when counted).
-    delimiters: int = 0
-
-
-def _text_shape(
-    src: SourceFile, delimiter: str, quote: str | None, *, header: bool, count: bool = False
-) -> TextShape | None:
-    """None if a quote character of the data does not open a field, close one, or escape
-    another; else the delimiters outside quotes (with ``count``).
-
-    The exact reader takes any quote as opening or closing (a newline after an odd number of
-    them is inside a field); polars reads a quote inside an unquoted field (``x"y``) as text.
-    Where every quote sits at a field's edge, both read the same records. The header line
-    only needs an even count: its names are the reader's own, and a header read as a
-    different number of columns is declined by the caller. The file is read in chunks (a
-    memory map of the whole file would count every page of it in the process's memory); a
-    chunk without a quote costs one ``bytes.find`` (see :func:`.csvsplit.positions`).
-    """
-    if src.path is None:
-        return None
-    qb = quote.encode() if quote else b""
-    q, sep = (ord(quote) if quote else -1), ord(delimiter)
-    with open(src.path, "rb") as f:
-        buf = f.read(_QUOTE_CHUNK).removeprefix(b"\xef\xbb\xbf")  # both readers drop it
-        if header:
-            first_nl = buf.find(b"\n")
-            if first_nl < 0:
-                whole = len(buf) < _QUOTE_CHUNK and not (qb and buf.count(qb) % 2)
-                return TextShape() if whole else None
-            if qb and buf[:first_nl].count(qb) % 2:
-                return None
-            buf = buf[first_nl + 1 :]
-        seen, prev, delimiters = 0, 10, 0  # quotes so far; the byte before ``buf``
-        while True:
-            more = f.read(_QUOTE_CHUNK)
-            final = not more
-            block = buf + more if buf else more
-            # The last two bytes wait for the next chunk: a closing quote looks past itself.
-            limit = len(block) if final else len(block) - 2
-            if limit > 0:
-                data = np.frombuffer(block, np.uint8)
-                at = csvsplit.positions(block, q, limit) if qb else None
-                if at is not None and not _edges(data, at, seen, prev, sep, q, final=final):
-                    return None
-                if count:
-                    delimiters += _outside_quotes(block, limit, at, seen, sep)
-                seen += 0 if at is None else len(at)
-                prev = block[limit - 1]
-            buf = block[max(limit, 0) :]
-            if final:
-                return TextShape(delimiters) if seen % 2 == 0 else None
-
-
-_QUOTE_CHUNK = 8 << 20
-
-
-def _edges(
-    data: npt.NDArray[np.uint8],
-    at: npt.NDArray[np.intp],
-    seen: int,
-    prev: int,
-    sep: int,
-    q: int,
-    *,
-    final: bool,
-) -> bool:
-    """Are the quotes at positions ``at`` of ``data`` at field edges, given ``seen`` quotes
-    before ``data`` and the byte ``prev`` before it?"""
-    n = len(data)
-    opening = (seen + np.arange(len(at))) % 2 == 0
-    # Before an opening quote: a delimiter, a newline, or the quote just before it (an
-    # escape inside a quoted field).
-    before = np.where(at > 0, data[np.maximum(at - 1, 0)], prev)
-    ok_open = (before == sep) | (before == 10) | (before == q)
-    # After a closing quote: the end, a delimiter, a newline (or CR LF), or the quote just
-    # after it (an escape).
-    after = np.where(at + 1 < n, data[np.minimum(at + 1, n - 1)], 10 if final else 0)
-    after2 = np.where(at + 2 < n, data[np.minimum(at + 2, n - 1)], 10 if final else 0)
-    ok_close = (after == sep) | (after == 10) | ((after == 13) & (after2 == 10)) | (after == q)
-    return bool(np.where(opening, ok_open, ok_close).all())
-
-
-def _outside_quotes(
-    block: bytes, limit: int, at: npt.NDArray[np.intp] | None, seen: int, sep: int
-) -> int:
-    """Delimiters of ``block[:limit]`` outside quoted fields (after an even number of quotes,
-    as the exact reader counts fields), given ``seen`` quotes before it and its quotes ``at``.
-
-    All are counted, then those between an opening quote and the next quote taken away: one
-    ``bytes.count`` per quoted field while they are few.
-    """
-    total = int(np.count_nonzero(np.frombuffer(block, np.uint8, count=limit) == sep))
-    if at is None:
-        return total if seen % 2 == 0 else 0
-    if len(at) > csvsplit.FEW_HITS:
-        delims = np.flatnonzero(np.frombuffer(block, np.uint8, count=limit) == sep)
-        inside = (seen + np.searchsorted(at, delims)) & 1
-        return total - int(np.count_nonzero(inside))
-    edges: list[int] = ([-1] if seen % 2 else []) + at.tolist()
-    if len(edges) % 2:
-        edges.append(limit)  # a field still open at the end of the block
-    byte = bytes([sep])
-    pairs = zip(edges[::2], edges[1::2], strict=True)
-    return total - sum(block.count(byte, o + 1, c) for o, c in pairs)
 
 
 @dataclass(frozen=True, slots=True)

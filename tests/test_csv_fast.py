@@ -347,6 +347,53 @@ def test_a_record_with_too_many_fields_in_a_column_not_typed_is_not_counted(
     assert fast is None or fast.text_kinds == exact.text_kinds
 
 
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"a,b,c\n" + b"1,2,3\n" * 5 + b"1,\xff,3\n",  # invalid UTF-8
+        b"a,b,c\n" + b"1,2,3\n" * 5 + b"1,2,3,4\n",  # too many fields
+        b"a,b,c\n" + b"1,2,\n" * 5 + b"1,2,3,4,5\n\n",  # one too many, one too few
+        b"a,b,c\n" + b"1,2,3\n" * 1500 + b"1,2,3,4,5\n\n",  # the same after the first rows
+    ],
+    ids=["invalid UTF-8", "too many", "compensated", "compensated later"],
+)
+def test_irregular_records_in_columns_not_typed_are_found(tmp_path: Path, data: bytes) -> None:
+    plain = tmp_path / "data.csv"
+    plain.write_bytes(data)
+    assert _native_csv_profile(detect(plain), source_config(), lambda c: False) is None
+
+
+def test_empty_last_cells_after_the_first_rows_are_proven_by_a_second_scan(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"a,b,c\n" + b'1,"x, y",3\n' * 1500 + b"2,z,\n" * 3)
+    prof = assert_same_reads(path, source_config(), 500)
+    assert prof.native_csv is not None and prof.rows == 1503
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 5, 1 << 20])
+def test_utf8_is_checked_across_chunk_edges(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chunk: int
+) -> None:
+    from flywheel_import import csvproof
+
+    monkeypatch.setattr(csvproof, "CHUNK", chunk)
+    path = tmp_path / "data.csv"
+    good = "h,i\nü,€\n😀,x\n".encode()
+    for data, valid in [(good, True), (good[:-4] + b"\xe2\x82", False), (good + b"\xc3", False)]:
+        path.write_bytes(data)
+        src = detect(path)
+        shape = csvproof.text_shape(src, ",", '"', header=False, utf8=True)
+        assert (shape is not None) == valid, (data, chunk)
+
+
+def test_a_line_of_a_lone_carriage_return_before_the_header_is_declined(tmp_path: Path) -> None:
+    path = tmp_path / "data.csv"
+    path.write_bytes(b"\r\r\nevent\na\nb\n")
+    assert _native_csv_profile(detect(path), source_config(), lambda c: True) is None
+
+
 def test_blank_lines_of_a_one_column_file_are_not_counted_as_rows(tmp_path: Path) -> None:
     plain = tmp_path / "data.csv"
     plain.write_bytes(b"event\na\n\nb\n")

@@ -382,17 +382,16 @@ def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
     """The quote check reads the file in chunks (a memory map would count the whole file in
     the process's memory): a quote at a chunk's edge must be judged as in one piece, and a
     delimiter counted once, inside or outside quotes as a whole read would."""
-    from flywheel_import import csvsplit
-    from flywheel_import import profile as prof
+    from flywheel_import import csvproof, csvsplit
 
     data, header = case
     path = tmp_path_factory.mktemp("q") / "f.csv"
     path.write_bytes(data)
     src = SourceFile(path, "csv", "none")
-    whole = prof._text_shape(src, ",", '"', header=header, count=True)
+    whole = csvproof.text_shape(src, ",", '"', header=header, utf8=True)
     for size, few in [(3, 2048), (4, 0), (7, 1)]:  # few: quotes found one by one, then numpy
-        monkeypatch.setattr(prof, "_QUOTE_CHUNK", size)
+        monkeypatch.setattr(csvproof, "CHUNK", size)
         monkeypatch.setattr(csvsplit, "FEW_HITS", few)
         if header and b"\n" not in data[:size]:
             continue  # a header longer than the first chunk is declined on purpose
-        assert prof._text_shape(src, ",", '"', header=header, count=True) == whole
+        assert csvproof.text_shape(src, ",", '"', header=header, utf8=True) == whole
