@@ -163,6 +163,18 @@ def test_blank_lines_before_the_header_are_skipped_in_any_block(
     assert prof.native_csv is not None and prof.columns == ["ev", "n"] and prof.rows == 2
 
 
+@pytest.mark.parametrize("batch_rows", [1, 1000])
+def test_a_file_read_without_quoting_keeps_its_quote_characters_either_way(
+    tmp_path: Path, batch_rows: int
+) -> None:
+    path = tmp_path / "data.tsv"
+    path.write_bytes(b'event\tnote\na\tsay "hi\nb\t"x"y\n"c"\t\\N\n')
+    prof = assert_same_reads(
+        path, source_config({"quote": None, "null_values": ["\\N"]}), batch_rows
+    )
+    assert prof.native_csv is not None and prof.rows == 3
+
+
 @pytest.mark.parametrize("data", [b"a,b\n", b"a,b", b"\xef\xbb\xbfa,b\r\n"])
 def test_a_header_only_file_reads_no_rows_either_way(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "data.csv"
