@@ -180,7 +180,9 @@ def preflight(
         for f in files:
             prof = profile(f, cfg.source, wants_kind=wants, on_bytes=bar.update)
             if json_columns:
-                prof.json_shapes = profile_json(f, cfg.source, json_columns, prof.schema)
+                prof.json_shapes = profile_json(
+                    f, cfg.source, json_columns, prof.schema, prof.native_csv
+                )
             wm = watermark.plan(cfg, prof, mark) if with_watermark else None
             jobs.append(Job(prof, build_plan(cfg, prof), wm))
     return jobs
@@ -197,7 +199,11 @@ def prepared_batches(
 ) -> Iterator[Prepared]:
     for job in jobs:
         read = read_batches(
-            job.source, cfg.source.csv, cfg.source.batch_rows, job.profile.read_schema
+            job.source,
+            cfg.source.csv,
+            cfg.source.batch_rows,
+            job.profile.read_schema,
+            native=job.profile.native_csv,
         )
         raws = prefetch(resume.mask(read) if resume is not None else read)
 

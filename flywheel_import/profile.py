@@ -14,11 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
-import numpy.typing as npt
 import polars as pl
 
 from .config import CsvOptions, SourceConfig
+from .csvproof import same_records
 from .csvsplit import RecordSplitter
 from .errors import InputError
 from .inputs import SourceFile, open_stream
@@ -26,8 +25,10 @@ from .jsonprops import JsonShape, shape_of
 from .jsontypes import canonical, merge
 from .sources import (
     ROW,
+    NativeCsv,
     cell_value,
     csv_dialect,
+    file_stamp,
     flatten,
     header_names,
     parquet_file,
@@ -52,6 +53,8 @@ class FileProfile:
     is_text: bool = False
     #: NDJSON: the nested types every chunk is read with (objects as structs).
     read_schema: dict[str, pl.DataType] | None = None
+    #: Plain CSV: proof that polars may read the batches itself (see :class:`NativeCsv`).
+    native_csv: NativeCsv | None = None
     json_shapes: dict[str, JsonShape] = field(default_factory=dict)  # see profile_json
 
     def __post_init__(self) -> None:
@@ -100,16 +103,21 @@ def profile(
 
 
 def profile_json(
-    src: SourceFile, source: SourceConfig, columns: Sequence[str], schema: dict[str, pl.DataType]
+    src: SourceFile,
+    source: SourceConfig,
+    columns: Sequence[str],
+    schema: dict[str, pl.DataType],
+    native: NativeCsv | None = None,
 ) -> dict[str, JsonShape]:
     """The :class:`JsonShape` of each JSON-text column (``mapping.properties.json``), from
-    every cell of the file, read by the exact reader (the batches are read by it too)."""
+    every cell of the file, read as its batches are (``native``: see :func:`read_batches`)."""
     shapes = {c: JsonShape() for c in columns}
     present = [c for c in columns if c in schema]
     if not present:
         return shapes
     aligned = schema if src.format == "ndjson" else None
-    for batch in read_batches(src, source.csv, max(source.batch_rows, 100_000), aligned):
+    rows = max(source.batch_rows, 100_000)
+    for batch in read_batches(src, source.csv, rows, aligned, native=native):
         for c in present:
             cells = batch.frame.get_column(c)
             if cells.dtype == pl.String:
@@ -125,20 +133,16 @@ def _native_csv_profile(
     It must reach the decision the exact reader would (the same row must give the same event
     id whether the file is read plain or compressed), so it computes the same
     :class:`KindStats` over the same values, or gives up (None) and the exact reader profiles
-    the file. What polars refuses (too many fields, bad quoting, invalid UTF-8) raises. What it
-    lets through differently, records with too few fields (padded with nulls, where the reader
-    rejects the record and counts none of its values) and blank lines (rows of nulls), leaves
-    nulls in the last column: such a file is accepted only if counting delimiters proves every
-    record whole. Column names are the reader's own (stripped, ``column_<i>`` when empty).
+    the file. Where it answers, it has also proven that polars reads the file record for
+    record as the exact reader does (:func:`.csvproof.same_records`), so the batches may be
+    read by polars too (:attr:`FileProfile.native_csv`). Column names are the reader's own
+    (stripped, ``column_<i>`` when empty).
     """
     if src.path is None:  # an object in a store: the exact reader streams it
         return None
     delimiter, quote = csv_dialect(src, source.csv)
     try:
-        if quote is not None and not _quotes_well_placed(
-            src, delimiter, quote, header=source.csv.header
-        ):
-            return None
+        stamp = file_stamp(src.path)  # before any read: a later change shows in the batches
         names = _reader_names(src, source.csv)
         lazy = pl.scan_csv(
             src.path,
@@ -146,21 +150,26 @@ def _native_csv_profile(
             separator=delimiter,
             quote_char=quote,
             infer_schema=False,
+            glob=False,
         )
         found = lazy.collect_schema().names()
         if not names or len(found) != len(names):
             return None
         lazy = lazy.rename(dict(zip(found, names, strict=True)))
         wanted = [c for c in names if wants_kind(c)]
-        aggs: list[pl.Expr] = [pl.len().alias("rows")]
-        stats: dict[str, KindStats] = {}
         nulls = source.csv.null_values
-        if wanted:
-            # The first rows settle what they can (one value that is not a number rules
-            # "number" out for the whole file); the scan tests every value for what is open.
-            stats = column_stats(lazy.select(wanted).head(_HEAD_ROWS).collect(), wanted, nulls)
-            aggs.append(pl.col(names[-1]).null_count().alias("gaps"))
+        last = names[-1]
+        head = lazy.select(list(dict.fromkeys([*wanted, last]))).head(_HEAD_ROWS).collect()
+        # The first rows settle what they can (one value that is not a number rules "number"
+        # out for the whole file); the scan tests every value for what is open.
+        stats = column_stats(head, wanted, nulls)
         open_cols = [c for c in wanted if not stats[c].settled]
+        # Empty last cells in the first rows: the scan parses every column at once (see
+        # same_records); otherwise it parses only what it counts, several times faster.
+        parse_all = head.get_column(last).null_count() > 0
+        aggs: list[pl.Expr] = [pl.len().alias("rows"), pl.col(last).null_count().alias("gaps")]
+        if parse_all:
+            aggs.append(pl.all().null_count().name.prefix("\0"))
         for i, c in enumerate(open_cols):
             aggs += stats_exprs(
                 c,
@@ -170,9 +179,20 @@ def _native_csv_profile(
                 nulls=nulls,
             )
         row = lazy.select(aggs).collect(engine="streaming").row(0, named=True)
-        rows = int(row["rows"])
-        if row.get("gaps") and not _whole_records(
-            src, delimiter, quote, len(names), rows + int(source.csv.header)
+        rows, gaps = int(row["rows"]), int(row["gaps"])
+        if gaps and not parse_all:
+            lazy.select(pl.all().null_count()).collect(engine="streaming")
+            parse_all = True
+        header = source.csv.header
+        if not same_records(
+            src,
+            delimiter,
+            quote,
+            header=header,
+            ncols=len(names),
+            rows=rows,
+            gaps=gaps,
+            parsed_all=parse_all,
         ):
             return None
     except (pl.exceptions.PolarsError, OSError, ValueError, InputError):
@@ -180,7 +200,9 @@ def _native_csv_profile(
     for i, c in enumerate(open_cols):
         stats[c] = stats[c].join(KindStats.from_row(row, f"s{i}"))
     kinds = {c: s.kind for c, s in stats.items()}
-    return FileProfile(src, dict.fromkeys(names, pl.String()), rows, kinds, is_text=True)
+    native = NativeCsv(tuple(names), rows, stamp)
+    schema: dict[str, pl.DataType] = dict.fromkeys(names, pl.String())
+    return FileProfile(src, schema, rows, kinds, is_text=True, native_csv=native)
 
 
 def _reader_names(src: SourceFile, csv: CsvOptions) -> list[str]:
@@ -195,93 +217,6 @@ def _reader_names(src: SourceFile, csv: CsvOptions) -> list[str]:
                 return header_names(src, block.header, block.ncols or 0)
             if not chunk:
                 return []
-
-
-def _whole_records(
-    src: SourceFile, delimiter: str, quote: str | None, ncols: int, records: int
-) -> bool:
-    """Does each of the ``records`` records polars read hold exactly ``ncols`` fields?
-
-    Answered for files without quote characters only (then every delimiter byte separates
-    two fields): polars refuses a record with more than ``ncols`` fields, so the delimiters
-    add up to ``(ncols - 1) * records`` exactly when none has fewer.
-    """
-    sep = ord(delimiter)
-    quote_byte = quote.encode() if quote else None
-    delimiters = 0
-    with open_stream(src) as stream:
-        while chunk := stream.read(4 << 20):
-            if quote_byte is not None and chunk.find(quote_byte) >= 0:
-                return False
-            delimiters += int(np.count_nonzero(np.frombuffer(chunk, np.uint8) == sep))
-    return delimiters == (ncols - 1) * records
-
-
-def _quotes_well_placed(src: SourceFile, delimiter: str, quote: str, *, header: bool) -> bool:
-    """Does every quote character of the data open a field, close one, or escape another?
-
-    The exact reader takes any quote as opening or closing (a newline after an odd number of
-    them is inside a field); polars reads a quote inside an unquoted field (``x"y``) as text.
-    Where every quote sits at a field's edge, both read the same records. The header line
-    only needs an even count: its names are the reader's own, and a header read as a
-    different number of columns is declined by the caller. The file is read in chunks (a
-    memory map of the whole file would count every page of it in the process's memory), and
-    a chunk without a quote costs one ``bytes.count``.
-    """
-    if src.path is None:
-        return False
-    q, sep = ord(quote), ord(delimiter)
-    with open(src.path, "rb") as f:
-        buf = f.read(_QUOTE_CHUNK)
-        if header:
-            first_nl = buf.find(b"\n")
-            if first_nl < 0:
-                return len(buf) < _QUOTE_CHUNK and buf.count(quote.encode()) % 2 == 0
-            if buf[:first_nl].count(quote.encode()) % 2:
-                return False
-            buf = buf[first_nl + 1 :]
-        seen, prev = 0, 10  # quotes so far; the byte before ``buf`` (data starts a line)
-        while True:
-            more = f.read(_QUOTE_CHUNK)
-            final = not more
-            block = buf + more if buf else more
-            # The last two bytes wait for the next chunk: a closing quote looks past itself.
-            limit = len(block) if final else len(block) - 2
-            if limit > 0 and block.count(quote.encode(), 0, limit):
-                ok, found = _edges(
-                    np.frombuffer(block, np.uint8), limit, seen, prev, sep, q, final=final
-                )
-                if not ok:
-                    return False
-                seen += found
-            if limit > 0:
-                prev = block[limit - 1]
-            buf = block[max(limit, 0) :]
-            if final:
-                return seen % 2 == 0
-
-
-_QUOTE_CHUNK = 8 << 20
-
-
-def _edges(
-    data: npt.NDArray[np.uint8], limit: int, seen: int, prev: int, sep: int, q: int, *, final: bool
-) -> tuple[bool, int]:
-    """Are the quotes of ``data[:limit]`` at field edges, given ``seen`` quotes before it and
-    the byte ``prev`` before it? (ok, quotes found)."""
-    at = np.flatnonzero(data[:limit] == q)
-    n = len(data)
-    opening = (seen + np.arange(len(at))) % 2 == 0
-    # Before an opening quote: a delimiter, a newline, or the quote just before it (an
-    # escape inside a quoted field).
-    before = np.where(at > 0, data[np.maximum(at - 1, 0)], prev)
-    ok_open = (before == sep) | (before == 10) | (before == q)
-    # After a closing quote: the end, a delimiter, a newline (or CR LF), or the quote just
-    # after it (an escape).
-    after = np.where(at + 1 < n, data[np.minimum(at + 1, n - 1)], 10 if final else 0)
-    after2 = np.where(at + 2 < n, data[np.minimum(at + 2, n - 1)], 10 if final else 0)
-    ok_close = (after == sep) | (after == 10) | ((after == 13) & (after2 == 10)) | (after == q)
-    return bool(np.where(opening, ok_open, ok_close).all()), len(at)
 
 
 @dataclass(frozen=True, slots=True)

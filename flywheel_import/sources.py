@@ -3,23 +3,25 @@
 Every reader yields :class:`RawBatch` values of at most ``batch_rows`` rows: a polars frame whose
 first column ``__row`` is the 1-based data record number in its file (header excluded), plus the
 records that could not be parsed, as raw text. Memory follows the chunk size, not the file size.
-Struct columns are flattened to ``parent.child``; empty text cells become null. Parquet batches
-pass through :mod:`.arrowtypes`, or are read by polars itself where that provably gives the
-same frames (:mod:`.parquetfast`); NDJSON chunks are read with the file's merged types
-(:mod:`.jsontypes`).
+Struct columns are flattened to ``parent.child``; empty text cells become null. CSV is split into
+records by :mod:`.csvsplit`, or read by polars itself where preflight proved that the same
+(:class:`NativeCsv`). Parquet batches pass through :mod:`.arrowtypes`, or are read by polars
+itself where that provably gives the same frames (:mod:`.parquetfast`); NDJSON chunks are read
+with the file's merged types (:mod:`.jsontypes`).
 """
 
 from __future__ import annotations
 
 import codecs
 import io
+import os
 import shutil
 import tempfile
 import zlib
 from collections.abc import Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +29,7 @@ import orjson
 import polars as pl
 
 from .config import CsvOptions
-from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter
+from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter, whole_records
 from .errors import InputError
 from .inputs import SourceFile, open_random, open_stream
 from .jsontypes import MAX_DEPTH, nesting, record_schema
@@ -56,13 +58,23 @@ class RawBatch:
 
 
 def read_batches(
-    src: SourceFile, csv: CsvOptions, batch_rows: int, schema: dict[str, pl.DataType] | None = None
+    src: SourceFile,
+    csv: CsvOptions,
+    batch_rows: int,
+    schema: dict[str, pl.DataType] | None = None,
+    *,
+    native: NativeCsv | None = None,
 ) -> Iterator[RawBatch]:
     """Yield the file's rows in batches; ``schema`` is the NDJSON file's nested types from
-    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs."""
+    preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs.
+    ``native``: preflight's proof that polars reads this CSV file record for record
+    (:attr:`FileProfile.native_csv`); without it, CSV goes through the record splitter."""
     try:
         if src.format in ("csv", "tsv"):
-            yield from _csv_batches(src, csv, batch_rows)
+            if native is not None:
+                yield from _native_csv_batches(src, csv, batch_rows, native)
+            else:
+                yield from _csv_batches(src, csv, batch_rows)
         elif src.format == "parquet":
             yield from _parquet_batches(src, batch_rows)
         else:
@@ -155,6 +167,101 @@ def _csv_batches(src: SourceFile, csv: CsvOptions, batch_rows: int) -> Iterator[
             )
         frame = frame.insert_column(0, pl.Series(ROW, block.rows, dtype=pl.Int64))
         yield from _slices(src, frame, block.bad, batch_rows, consumed)
+
+
+@dataclass(frozen=True, slots=True)
+class NativeCsv:
+    """Preflight's finding that polars reads this plain file exactly as the record splitter
+    does: the same records (no quote inside an unquoted field), each whole (no blank line, no
+    record with too few or too many fields), all valid UTF-8. Then polars' row index is the
+    record number, and the batches can skip the splitter. It holds for the file as it was:
+    ``stamp`` tells whether it still is."""
+
+    names: tuple[str, ...]
+    rows: int
+    stamp: FileStamp
+
+
+class FileStamp(NamedTuple):
+    """What changes when a file is written or replaced."""
+
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+
+def file_stamp(path: Path) -> FileStamp:
+    st = os.stat(path)
+    return FileStamp(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _native_csv_batches(
+    src: SourceFile, csv: CsvOptions, batch_rows: int, native: NativeCsv
+) -> Iterator[RawBatch]:
+    """A file preflight found polars reads exactly (see :class:`NativeCsv`), parsed by polars
+    a block of whole records at a time, with no record splitting: the records are numbered
+    as they come (there is no blank line to skip, no bad record to set aside).
+
+    Blocks, not polars' streaming scan: the scan reads ahead of a slow consumer by hundreds
+    of megabytes. A file changed since preflight is read by the record splitter instead
+    (what it holds now is unproven); one changed while being read stops the read rather than
+    number rows it may have read differently.
+    """
+    if src.path is None or src.compression != "none" or file_stamp(src.path) != native.stamp:
+        yield from _csv_batches(src, csv, batch_rows)
+        return
+    delimiter, quote = csv_dialect(src, csv)
+    names = list(native.names)
+    size, rows, reported = native.stamp.size, 0, 0
+    head = b"" if csv.header else None  # the blocks up to the header's, until it is read
+    with open(src.path, "rb") as f:
+        chunks = iter(lambda: f.read(CHUNK_BYTES), b"")
+        for data in whole_records(chunks, quote):
+            if head is None:
+                frame = _parse_block(src, data, names, delimiter, quote, csv.null_values)
+            else:
+                head += data
+                if not head.removeprefix(b"\xef\xbb\xbf").strip(b"\r\n"):
+                    continue  # blank lines before the header
+                frame = _parse_first_block(src, head, names, delimiter, quote)
+                frame = frame.with_columns(cell_value(n, csv.null_values).alias(n) for n in names)
+                head = None
+            numbers = np.arange(rows + 1, rows + 1 + frame.height, dtype=np.int64)
+            rows += frame.height
+            if rows > native.rows or file_stamp(src.path) != native.stamp:
+                raise InputError(f"{src.name}: changed while being read; run again")
+            # Progress in bytes, estimated from the rows (the sum is the file's size).
+            consumed = size * rows // max(native.rows, 1) - reported
+            reported += consumed
+            frame = frame.insert_column(0, pl.Series(ROW, numbers, dtype=pl.Int64))
+            yield from _slices(src, frame, [], batch_rows, consumed)
+    if rows != native.rows:
+        raise InputError(f"{src.name}: changed while being read; run again")
+    if not rows:
+        empty = pl.DataFrame(schema={ROW: pl.Int64, **dict.fromkeys(names, pl.String)})
+        yield RawBatch(src, empty, [], size)
+
+
+def _parse_first_block(
+    src: SourceFile, data: bytes, names: list[str], delimiter: str, quote: str | None
+) -> pl.DataFrame:
+    """The first block with its header, which polars skips as its own scan did in preflight
+    (a byte-order mark and blank lines before it included); the names are the reader's."""
+    frame = pl.read_csv(
+        io.BytesIO(data),
+        has_header=True,
+        infer_schema=False,
+        separator=delimiter,
+        quote_char=quote,
+        raise_if_empty=False,
+        try_parse_dates=False,
+    )
+    if frame.width != len(names):
+        raise InputError(f"{src.name}: changed while being read (its header); run again")
+    frame.columns = names
+    return frame
 
 
 def header_names(src: SourceFile, header: list[bytes] | None, ncols: int) -> list[str]:

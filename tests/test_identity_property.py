@@ -273,8 +273,9 @@ def test_fast_scan_serves_clean_files_with_empty_last_cells(tmp_path: Path) -> N
     data = b"event,n,note\n" + b"a,1,\n" * 3 + b'a,2,"x, y"\n' + b"a,,z\n"
     fast, exact = profiles(tmp_path, data, SourceConfig())
     assert isinstance(exact, FileProfile)
-    # Quotes in a file with empty last cells: the fast scan declines, the answer is the same.
-    assert fast is None
+    # Quotes in a file with empty last cells: the delimiters outside quotes are counted.
+    assert fast is not None and fast.native_csv is not None
+    assert fast.text_kinds == exact.text_kinds and fast.rows == exact.rows == 5
     fast, exact = profiles(tmp_path, b"event,n,note\n" + b"a,1,\n" * 3 + b"a,,z\n", SourceConfig())
     assert fast is not None and isinstance(exact, FileProfile)
     assert (
@@ -379,16 +380,18 @@ def test_quote_check_reads_in_chunks_and_agrees_at_any_chunk_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The quote check reads the file in chunks (a memory map would count the whole file in
-    the process's memory): a quote at a chunk's edge must be judged as in one piece."""
-    from flywheel_import import profile as prof
+    the process's memory): a quote at a chunk's edge must be judged as in one piece, and a
+    delimiter counted once, inside or outside quotes as a whole read would."""
+    from flywheel_import import csvproof, csvsplit
 
     data, header = case
     path = tmp_path_factory.mktemp("q") / "f.csv"
     path.write_bytes(data)
     src = SourceFile(path, "csv", "none")
-    whole = prof._quotes_well_placed(src, ",", '"', header=header)
-    for size in (3, 4, 7):
-        monkeypatch.setattr(prof, "_QUOTE_CHUNK", size)
+    whole = csvproof.text_shape(src, ",", '"', header=header, utf8=True)
+    for size, few in [(3, 2048), (4, 0), (7, 1)]:  # few: quotes found one by one, then numpy
+        monkeypatch.setattr(csvproof, "CHUNK", size)
+        monkeypatch.setattr(csvsplit, "FEW_HITS", few)
         if header and b"\n" not in data[:size]:
             continue  # a header longer than the first chunk is declined on purpose
-        assert prof._quotes_well_placed(src, ",", '"', header=header) == whole
+        assert csvproof.text_shape(src, ",", '"', header=header, utf8=True) == whole
