@@ -114,6 +114,8 @@ def text_shape(
                 at = csvsplit.positions(block, q, limit) if qb else None
                 if at is not None and not _edges(block, at, seen, prev, sep, q, final=final):
                     return None
+                if not _records_end_often(block, limit, at, seen):
+                    return None
                 delimiters += _outside_quotes(block, limit, at, seen, sep)
                 seen += 0 if at is None else len(at)
                 prev = block[limit - 1]
@@ -166,6 +168,28 @@ def _edges(
     after2 = np.where(at + 2 < n, data[np.minimum(at + 2, n - 1)], 10 if final else 0)
     ok_close = (after == sep) | (after == 10) | ((after == 13) & (after2 == 10)) | (after == q)
     return bool(np.where(opening, ok_open, ok_close).all())
+
+
+#: Every full window of this many bytes must hold a record's end: records are then shorter
+#: than three windows (a window with none, or the partial ones at a chunk's edges), so none
+#: reaches the splitter's limit, past which it rejects a record polars would read whole.
+RECORD_WINDOW = csvsplit.MAX_RECORD_BYTES // 4
+
+
+def _records_end_often(
+    block: bytes, limit: int, at: npt.NDArray[np.intp] | None, seen: int
+) -> bool:
+    """Does each full :data:`RECORD_WINDOW` of ``block[:limit]`` hold a newline outside
+    quotes (after an even number of quotes, ``seen`` of them before ``block``)? One ``find``
+    per window, plus one per quoted newline met on the way."""
+    for start in range(0, limit - RECORD_WINDOW + 1, RECORD_WINDOW):
+        stop = start + RECORD_WINDOW
+        nl = block.find(b"\n", start, stop)
+        while nl >= 0 and at is not None and (seen + int(np.searchsorted(at, nl))) % 2:
+            nl = block.find(b"\n", nl + 1, stop)
+        if nl < 0:
+            return False
+    return True
 
 
 def _outside_quotes(

@@ -344,6 +344,27 @@ def test_a_file_preflight_cannot_prove_is_read_by_the_record_splitter(
     assert got.report.rows_read == packed.report.rows_read
 
 
+OVER_THE_LIMIT = {
+    "quoted lines": b'event,user_id,ts\na,u1,2024-01-01\na,"'
+    + (b"x" * 999 + b"\n") * 5000
+    + b'",2024-01-02\na,u3,2024-01-03\n',
+    "one line": b"event,user_id,ts\na,u1,2024-01-01\na," + b"y" * 9_000_000 + b",2024-01-02\n",
+}
+
+
+@pytest.mark.parametrize("name", list(OVER_THE_LIMIT))
+def test_a_record_over_the_splitters_limit_is_not_proven(tmp_path: Path, name: str) -> None:
+    """Past its limit (4-8 MiB, as the record falls across its chunks) the splitter rejects a
+    record that polars would read whole: a file with records that long (here 5 and 9 MB) is
+    read by the splitter, as its compressed copy is."""
+    plain = tmp_path / "data.csv"
+    plain.write_bytes(OVER_THE_LIMIT[name])
+    assert preflight(plain, source_config()).native_csv is None
+    if name == "one line":  # long enough for the splitter to reject whatever the alignment
+        batches = list(read_batches(detect(plain), source_config().csv, 1000))
+        assert next(b.row for batch in batches for b in batch.bad) == 2
+
+
 def test_a_record_with_too_many_fields_in_a_column_not_typed_is_not_counted(
     tmp_path: Path,
 ) -> None:
