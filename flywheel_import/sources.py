@@ -397,7 +397,7 @@ def _ndjson_batches(
     """Without ``schema`` frames keep objects as structs, for the file's types to be merged
     (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
     next_row = 1
-    for part in prefetch(_ndjson_parts(src), ahead=1):
+    for part in _ndjson_parts(src):
         frame, bad = _part_frame(src, part, next_row, schema)
         next_row += part.count
         yield from _slices(src, frame, bad, batch_rows, part.consumed)
@@ -424,7 +424,21 @@ def ndjson_types(
                 yield None, part.count, part.consumed
                 continue
             frame, bad = _part_frame(src, part, first, None)
-            yield dict(frame.drop(ROW).schema), frame.height + len(bad), part.consumed
+            records = frame.drop(ROW)
+            types = dict(records.schema)
+            if members_read(records) is None:
+                # polars types a list mixing objects or arrays with other items as a list of
+                # their texts; by the file's rule the whole key is text (jsontypes.merge).
+                types = record_schema(_objects(part))
+            yield types, frame.height + len(bad), part.consumed
+
+
+def _objects(part: _Block | _Lines) -> Iterator[dict[str, Any]]:
+    lines = part.data.split(b"\n") if isinstance(part, _Block) else part.lines
+    for line in lines:
+        value = json_object(line) if line.strip() else None
+        if isinstance(value, dict):
+            yield value
 
 
 def _with_members(

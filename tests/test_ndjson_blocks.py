@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +261,23 @@ def test_a_uniform_file_is_typed_by_reading_its_blocks_once(
     assert parsed == []  # no block went line by line
 
 
+def test_a_list_mixing_objects_with_other_items_is_text_however_the_file_is_cut(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Alone in a chunk, polars types [false, {}] as a list of texts; with the next line it
+    # cannot type the chunk and the file's rule decides: the whole key is text.
+    path = tmp_path / "lists.ndjson"
+    path.write_bytes(b'{"b":[false,{}]}\n{"a":1,"b":null}\n{"a":2,"b":["x"]}\n')
+    seen = set()
+    for chunk in (17, 1 << 20):
+        monkeypatch.setattr(sources, "CHUNK_BYTES", chunk)
+        schema, _, _ = profiled(path)
+        seen.add(str(schema["b"]))
+        values = [v[1]["b"] for _, v in sorted(read_all(path, dict(schema))["rows"].items())]
+        assert values == [("str", "[false, {}]"), ("NoneType", None), ("str", '["x"]')]
+    assert seen == {"String"}
+
+
 # --- a property: any file, any chunk size --------------------------------------------------
 
 KEYS = ["a", "b", "c", "ctx", "tags"]
@@ -300,7 +318,7 @@ line_values = st.one_of(
     tail=st.lists(line_values, max_size=20),
     chunk=st.sampled_from([24, 80, 256, 4 << 20]),
 )
-def test_any_file_reads_alike_in_blocks_and_line_by_line(
+def test_any_file_reads_alike_in_blocks_line_by_line_and_in_one_piece(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
     head: list[bytes],
@@ -317,18 +335,24 @@ def test_any_file_reads_alike_in_blocks_and_line_by_line(
     )
     path = tmp_path_factory.mktemp("prop") / "p.ndjson"
     path.write_bytes(b"\n".join([*head, *middle, *tail]) + b"\n")
-    results = []
-    for reference in (False, True):
+
+    def outcome(size: int, *, reference: bool = False) -> tuple[Any, ...]:
         with monkeypatch.context() as m:
-            m.setattr(sources, "CHUNK_BYTES", chunk)
+            m.setattr(sources, "CHUNK_BYTES", size)
             if reference:
                 line_by_line(m)
             try:
                 schema, read_schema, rows = profiled(path)
-                results.append(((schema, read_schema, rows), read_all(path, read_schema)))
-            except Exception as e:  # both ways must refuse the file alike
-                results.append(("error", type(e).__name__, str(e)))
-    assert results[0] == results[1]
+                return (schema, read_schema, rows), read_all(path, read_schema)
+            except Exception as e:  # every way must refuse the file alike
+                return "error", type(e).__name__, str(e)
+
+    blocks = outcome(chunk)
+    assert blocks == outcome(chunk, reference=True)
+    # However the file is cut: the same types, so the same values. Not yet for integers past
+    # 64 bits: polars types them Int128, orjson (for a part polars cannot type) as floats.
+    if not re.search(rb"[0-9]{19}", path.read_bytes()):
+        assert blocks[:2] == outcome(1 << 30)[:2]
 
 
 # --- the checks on their own -----------------------------------------------------------------
