@@ -38,7 +38,7 @@ from .jsonblocks import (
     whole_lines,
 )
 from .jsontypes import MAX_DEPTH, record_schema
-from .prefetch import prefetch
+from .prefetch import ordered_map, prefetch
 
 ROW = "__row"
 CHUNK_BYTES = 4 << 20
@@ -417,10 +417,15 @@ def ndjson_types(
     """
     with _read_errors(src):
         next_row = 1
-        # Splitting and counting (numpy) run a part ahead of parsing (polars).
-        for part, written in prefetch(_with_members(_ndjson_parts(src)), ahead=1):
+        # Splitting and counting (numpy) run a part ahead of two typed reads (polars) at a
+        # time, in half chunks to hold no more memory than the batch reader. A part proven
+        # with the types as they were when it was handed out is proven for the newer ones
+        # too: merging is associative, and types that only grew still take it in unchanged.
+        parts = prefetch(_with_members(_ndjson_parts(src, max(1, CHUNK_BYTES // 2))), ahead=1)
+        snapshots = ((part, written, dict(known)) for part, written in parts)
+        for part, kept in ordered_map(_proven, snapshots, workers=2):
             first, next_row = next_row, next_row + part.count
-            if isinstance(part, _Block) and _keeps_types(part, written, dict(known)):
+            if kept:
                 yield None, part.count, part.consumed
                 continue
             frame, bad = _part_frame(src, part, first, None)
@@ -439,6 +444,13 @@ def _objects(part: _Block | _Lines) -> Iterator[dict[str, Any]]:
         value = json_object(line) if line.strip() else None
         if isinstance(value, dict):
             yield value
+
+
+def _proven(
+    item: tuple[_Block | _Lines, Written | None, dict[str, pl.DataType]],
+) -> tuple[_Block | _Lines, bool]:
+    part, written, schema = item
+    return part, isinstance(part, _Block) and _keeps_types(part, written, schema)
 
 
 def _with_members(
@@ -505,16 +517,17 @@ def _whole_block(block: _Block, schema: dict[str, pl.DataType] | None) -> pl.Dat
     return frame if frame.height == block.count else None
 
 
-def _ndjson_parts(src: SourceFile) -> Iterator[_Block | _Lines]:
+def _ndjson_parts(src: SourceFile, chunk_bytes: int | None = None) -> Iterator[_Block | _Lines]:
     """The file's records, a chunk at a time: as a block of whole lines where polars may read
     it as it is, else as lines. Memory stays within two chunks even when a line does not end
     (its first bytes are kept, the rest is skipped up to its newline)."""
     carry = b""
     skipping = False  # inside a line already reported as too long
     first = True
+    size = chunk_bytes or CHUNK_BYTES
     with open_stream(src) as stream:
         while True:
-            raw = stream.read(CHUNK_BYTES)
+            raw = stream.read(size)
             final = not raw
             data = raw
             if skipping:

@@ -256,7 +256,8 @@ def test_a_uniform_file_is_typed_by_reading_its_blocks_once(
     )
     _, _, rows = profiled(path)
     assert rows == 2000 and len(kept) > 20
-    assert kept[1:] == [True] * (len(kept) - 1)  # the first block is typed from scratch
+    # The first block is typed from scratch, and so may be the next (two are read at a time).
+    assert kept[2:] == [True] * (len(kept) - 2)
     assert len(read_all(path, None)["rows"]) == 2000
     assert parsed == []  # no block went line by line
 
