@@ -31,6 +31,7 @@ from .sources import (
     file_stamp,
     flatten,
     header_names,
+    ndjson_types,
     parquet_file,
     read_batches,
 )
@@ -79,6 +80,8 @@ def profile(
     """Columns, types and row count of ``src``; text kinds only for columns ``wants_kind``."""
     if src.format == "parquet":
         return _parquet_profile(src)
+    if src.format == "ndjson":
+        return _ndjson_profile(src, on_bytes)
     is_csv = src.format in ("csv", "tsv")
     if is_csv and src.compression == "none" and source.csv.encoding in ("utf8", "utf-8"):
         fast = _native_csv_profile(src, source, wants_kind)
@@ -100,6 +103,22 @@ def profile(
                 stats[c] = stats.get(c, KindStats()).join(s)
     kinds = {c: s.kind for c, s in stats.items()}
     return FileProfile(src, _unify(src, schemas), rows, kinds, is_text=is_csv)
+
+
+def _ndjson_profile(src: SourceFile, on_bytes: Callable[[int], None] | None) -> FileProfile:
+    """Types merged over every part of the file (:mod:`.jsontypes`); a part that the types
+    found so far read whole is not typed again (:func:`.sources.ndjson_types`)."""
+    merged: dict[str, pl.DataType] = {}
+    rows = 0
+    for types, records, consumed in ndjson_types(src, merged):
+        rows += records
+        if on_bytes:
+            on_bytes(consumed)
+        if types is not None:
+            unified = _unify(src, [merged, types])
+            merged.clear()
+            merged.update(unified)
+    return FileProfile(src, dict(merged), rows)
 
 
 def profile_json(

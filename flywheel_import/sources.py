@@ -18,22 +18,30 @@ import os
 import shutil
 import tempfile
 import zlib
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-import orjson
 import polars as pl
 
 from .config import CsvOptions
 from .csvsplit import MAX_RECORD_BYTES, BadRecord, Block, RecordSplitter, whole_records
 from .errors import InputError
 from .inputs import SourceFile, open_random, open_stream
-from .jsontypes import MAX_DEPTH, nesting, record_schema
-from .prefetch import prefetch
+from .jsonblocks import (
+    Written,
+    json_object,
+    members_read,
+    members_written,
+    too_deep,
+    whole_lines,
+)
+from .jsontypes import MAX_DEPTH, record_schema
+from .prefetch import ordered_map, prefetch
 
 if TYPE_CHECKING:
     from .parquetfast import FastPlan
@@ -69,7 +77,7 @@ def read_batches(
     preflight (:attr:`FileProfile.read_schema`): without it, NDJSON frames keep their structs.
     ``native``: preflight's proof that polars reads this CSV file record for record
     (:attr:`FileProfile.native_csv`); without it, CSV goes through the record splitter."""
-    try:
+    with _read_errors(src):
         if src.format in ("csv", "tsv"):
             if native is not None:
                 yield from _native_csv_batches(src, csv, batch_rows, native)
@@ -79,6 +87,13 @@ def read_batches(
             yield from _parquet_batches(src, batch_rows)
         else:
             yield from _ndjson_batches(src, batch_rows, schema)
+
+
+@contextmanager
+def _read_errors(src: SourceFile) -> Iterator[None]:
+    """Errors of reading ``src`` as one :class:`InputError` line naming it."""
+    try:
+        yield
     except InputError:
         raise
     except (OSError, EOFError, zlib.error) as e:
@@ -524,6 +539,16 @@ LONG_LINE_HEAD = 1024
 
 
 @dataclass(slots=True)
+class _Block:
+    """Whole lines polars may parse as they are (:func:`.jsonblocks.whole_lines`): ``count``
+    records, numbered consecutively."""
+
+    data: bytes
+    count: int
+    consumed: int
+
+
+@dataclass(slots=True)
 class _Lines:
     """One chunk's records: the lines to parse, and those set aside before parsing (position
     among the chunk's records, first bytes, reason)."""
@@ -549,7 +574,7 @@ class _Lines:
         # polars reads nested values recursively and overflows its stack on very deep ones
         # (a crash, not an error), so a line that might be deeply nested is checked first.
         if len(line) > 2 * MAX_DEPTH and line.count(b"{") + line.count(b"[") > MAX_DEPTH:
-            problem = _too_deep(line)
+            problem = too_deep(line)
             if problem is not None:
                 self.aside.append((self.count, _text(line), problem))
                 return
@@ -559,32 +584,140 @@ class _Lines:
 def _ndjson_batches(
     src: SourceFile, batch_rows: int, schema: dict[str, pl.DataType] | None
 ) -> Iterator[RawBatch]:
-    """Without ``schema`` (preflight) frames keep objects as structs, for the file's types to be
-    merged (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
+    """Without ``schema`` frames keep objects as structs, for the file's types to be merged
+    (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
     next_row = 1
-    for chunk in _ndjson_chunks(src):
-        rows = np.arange(next_row, next_row + chunk.count, dtype=np.int64)
-        next_row += chunk.count
-        bad = [BadRecord(int(rows[i]), raw, reason) for i, raw, reason in chunk.aside]
-        if chunk.aside:
-            rows = np.delete(rows, [i for i, _, _ in chunk.aside])
-        frame, more_bad, rows = _parse_lines(chunk.lines, rows, schema)
-        if schema is not None:
-            frame = flatten(frame, src.name)
-        frame = frame.insert_column(0, pl.Series(ROW, rows, dtype=pl.Int64))
+    for part in _ndjson_parts(src):
+        frame, bad = _part_frame(src, part, next_row, schema)
+        next_row += part.count
+        yield from _slices(src, frame, bad, batch_rows, part.consumed)
+
+
+def ndjson_types(
+    src: SourceFile, known: Mapping[str, pl.DataType]
+) -> Iterator[tuple[dict[str, pl.DataType] | None, int, int]]:
+    """Preflight's read of an NDJSON file, a part at a time: (the part's nested types, its
+    records, the bytes it consumed).
+
+    The types are None for a part that reads as it is with ``known``, the file's types found
+    so far (merged, and kept current by the caller between parts), when the read proves that
+    nothing in it can change them: no member dropped, no value polars changed silently
+    (:mod:`.jsonblocks`). One typed read costs about a third of inferring the part's types
+    from scratch, which the other parts get.
+    """
+    with _read_errors(src):
+        next_row = 1
+        # Splitting and counting (numpy) run a part ahead of two typed reads (polars) at a
+        # time, in half chunks to hold no more memory than the batch reader. A part proven
+        # with the types as they were when it was handed out is proven for the newer ones
+        # too: merging is associative, and types that only grew still take it in unchanged.
+        parts = prefetch(_with_members(_ndjson_parts(src, max(1, CHUNK_BYTES // 2))), ahead=1)
+        snapshots = ((part, written, dict(known)) for part, written in parts)
+        for part, kept in ordered_map(_proven, snapshots, workers=2):
+            first, next_row = next_row, next_row + part.count
+            if kept:
+                yield None, part.count, part.consumed
+                continue
+            frame, bad = _part_frame(src, part, first, None)
+            records = frame.drop(ROW)
+            types = dict(records.schema)
+            if members_read(records) is None:
+                # polars types a list mixing objects or arrays with other items as a list of
+                # their texts; by the file's rule the whole key is text (jsontypes.merge).
+                types = record_schema(_objects(part))
+            yield types, frame.height + len(bad), part.consumed
+
+
+def _objects(part: _Block | _Lines) -> Iterator[dict[str, Any]]:
+    lines = part.data.split(b"\n") if isinstance(part, _Block) else part.lines
+    for line in lines:
+        value = json_object(line) if line.strip() else None
+        if isinstance(value, dict):
+            yield value
+
+
+def _proven(
+    item: tuple[_Block | _Lines, Written | None, dict[str, pl.DataType]],
+) -> tuple[_Block | _Lines, bool]:
+    part, written, schema = item
+    return part, isinstance(part, _Block) and _keeps_types(part, written, schema)
+
+
+def _with_members(
+    parts: Iterator[_Block | _Lines],
+) -> Iterator[tuple[_Block | _Lines, Written | None]]:
+    for part in parts:
+        yield part, members_written(part.data) if isinstance(part, _Block) else None
+
+
+def _keeps_types(block: _Block, written: Written | None, schema: dict[str, pl.DataType]) -> bool:
+    """Does ``block`` (``written``: its members) read with ``schema`` losing nothing, so that
+    its own types merge into ``schema`` without changing it?"""
+    if not schema or written is None or written.null_names is None:
+        return False
+    if not written.null_names <= schema.keys():
+        return False  # a key only ever null is a column too, and polars drops it unseen
+    try:
+        frame = _read_ndjson(block.data, schema)
+    except (pl.exceptions.PolarsError, pl.exceptions.PanicException, ValueError):
+        return False  # the exact path reads it again, and says why if it cannot
+    read = members_read(frame)
+    if frame.height != block.count or read is None or read.members != written.members:
+        return False
+    # Null members were found at the top level by counting braces: right if each "{" opens
+    # an object the frame holds, or a line.
+    return written.braces is None or written.braces == block.count + read.objects
+
+
+def _part_frame(
+    src: SourceFile,
+    part: _Block | _Lines,
+    first_row: int,
+    schema: dict[str, pl.DataType] | None,
+) -> tuple[pl.DataFrame, list[BadRecord]]:
+    """The part's records as a frame with ``__row`` (flattened when read with ``schema``), and
+    those that could not be read. A block polars refuses whole is read line by line."""
+    rows = np.arange(first_row, first_row + part.count, dtype=np.int64)
+    bad: list[BadRecord] = []
+    frame: pl.DataFrame | None = None
+    if isinstance(part, _Block):
+        frame = _whole_block(part, schema)
+        if frame is None:
+            part = _split(part.data, part.consumed)
+    if frame is None:
+        assert isinstance(part, _Lines)
+        bad = [BadRecord(int(rows[i]), raw, reason) for i, raw, reason in part.aside]
+        if part.aside:
+            rows = np.delete(rows, [i for i, _, _ in part.aside])
+        frame, more_bad, rows = _parse_lines(part.lines, rows, schema)
         bad = sorted(bad + more_bad, key=lambda b: b.row)
-        yield from _slices(src, frame, bad, batch_rows, chunk.consumed)
+    row = pl.Series(ROW, rows, dtype=pl.Int64)
+    if schema is not None:
+        frame = flatten(frame, src.name)
+        if not frame.width:  # keys that only ever held {} flatten to nothing: rows remain
+            return row.to_frame(), bad
+    return frame.insert_column(0, row), bad
 
 
-def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
-    """The file's non-blank lines, a chunk at a time; memory stays within two chunks even when
-    a line does not end (its first bytes are kept, the rest is skipped up to its newline)."""
+def _whole_block(block: _Block, schema: dict[str, pl.DataType] | None) -> pl.DataFrame | None:
+    try:
+        frame = _read_ndjson(block.data, schema)
+    except (pl.exceptions.PolarsError, ValueError):
+        return None
+    return frame if frame.height == block.count else None
+
+
+def _ndjson_parts(src: SourceFile, chunk_bytes: int | None = None) -> Iterator[_Block | _Lines]:
+    """The file's records, a chunk at a time: as a block of whole lines where polars may read
+    it as it is, else as lines. Memory stays within two chunks even when a line does not end
+    (its first bytes are kept, the rest is skipped up to its newline)."""
     carry = b""
     skipping = False  # inside a line already reported as too long
     first = True
+    size = chunk_bytes or CHUNK_BYTES
     with open_stream(src) as stream:
         while True:
-            raw = stream.read(CHUNK_BYTES)
+            raw = stream.read(size)
             final = not raw
             data = raw
             if skipping:
@@ -604,47 +737,56 @@ def _ndjson_chunks(src: SourceFile) -> Iterator[_Lines]:
                 chunk.long_line(head)
                 yield chunk
                 continue
-            buf = carry + data if carry else data
-            if first and (len(buf) >= 3 or final):
+            if first and (len(carry) + len(data) >= 3 or final):
                 first = False
-                if buf.startswith(b"\xef\xbb\xbf"):
-                    buf = buf[3:]
-            cut = len(buf) if final else buf.rfind(b"\n") + 1
-            carry = buf[cut:]
-            chunk = _Lines([], [], len(raw))
-            for line in buf[:cut].split(b"\n"):
-                if len(line) > MAX_LINE_BYTES:
-                    chunk.long_line(line)
-                elif line.strip():
-                    chunk.add(line)
+                carry, data = b"", (carry + data).removeprefix(b"\xef\xbb\xbf")
+            # The carry never holds a newline: the chunk's last one ends the block. One copy
+            # of the chunk at most, none when it ends with a newline.
+            cut = len(data) if final else data.rfind(b"\n") + 1
+            if final:
+                whole, carry = carry + data, b""
+            elif not cut:
+                whole, carry = b"", carry + data
+            elif carry or cut < len(data):
+                whole, carry = b"".join((carry, memoryview(data)[:cut])), data[cut:]
+            else:
+                whole, carry = data, b""
+            count = whole_lines(whole, MAX_LINE_BYTES)
+            part = _Block(whole, count, len(raw)) if count else _split(whole, len(raw))
             if len(carry) > MAX_LINE_BYTES:
-                chunk.long_line(carry)
+                if isinstance(part, _Block):
+                    yield part
+                    part = _Lines([], [], 0)
+                part.long_line(carry)
                 carry, skipping = b"", True
-            yield chunk
+            yield part
             if final:
                 return
+
+
+def _split(data: bytes, consumed: int) -> _Lines:
+    """The non-blank lines of ``data``, those too long or too deep set aside."""
+    chunk = _Lines([], [], consumed)
+    for line in data.split(b"\n"):
+        if len(line) > MAX_LINE_BYTES:
+            chunk.long_line(line)
+        elif line.strip():
+            chunk.add(line)
+    return chunk
 
 
 def _text(raw: bytes) -> str:
     return raw.decode("utf-8", "replace")
 
 
-def _too_deep(line: bytes) -> str | None:
-    """Why a line must not reach polars (too deep, or not JSON at all), or None."""
-    problem = _json_object(line)
-    if isinstance(problem, str):
-        return problem
-    if nesting(problem) > MAX_DEPTH:
-        return f"nested deeper than {MAX_DEPTH} levels"
-    return None
-
-
-def _read_ndjson(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
-    data = io.BytesIO(b"\n".join(lines))
+def _read_ndjson(data: bytes, schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
     if schema is None:
-        frame = pl.read_ndjson(data, infer_schema_length=None)
-    else:
-        frame = pl.read_ndjson(data, schema=schema)
+        return pl.read_ndjson(data, infer_schema_length=None)
+    return pl.read_ndjson(data, schema=schema)
+
+
+def _read_lines(lines: list[bytes], schema: dict[str, pl.DataType] | None) -> pl.DataFrame:
+    frame = _read_ndjson(b"\n".join(lines), schema)
     if frame.height != len(lines):
         raise ValueError("row count mismatch")
     return frame
@@ -657,7 +799,7 @@ def _parse_lines(
     if not lines:
         return pl.DataFrame(schema=schema), [], rows
     try:
-        return _read_ndjson(lines, schema), [], rows
+        return _read_lines(lines, schema), [], rows
     except (pl.exceptions.PolarsError, ValueError):
         pass
     # Rare path: a line that is not a JSON object; in preflight also a key whose values mix
@@ -667,7 +809,7 @@ def _parse_lines(
     keep: list[int] = []
     records: list[dict[str, Any]] = []
     for i, line in enumerate(lines):
-        value = _json_object(line)
+        value = json_object(line)
         if isinstance(value, str):
             bad.append(BadRecord(int(rows[i]), _text(line), value))
         else:
@@ -677,7 +819,7 @@ def _parse_lines(
     if schema is None:
         schema = record_schema(records)
     try:
-        return _read_ndjson(good, schema), bad, rows[keep]
+        return _read_lines(good, schema), bad, rows[keep]
     except (pl.exceptions.PolarsError, ValueError):
         pass
     # Rarer still: lines that do not fit the file's types (it changed since preflight?).
@@ -685,7 +827,7 @@ def _parse_lines(
     fits: list[int] = []
     for i, line in zip(keep, good, strict=True):
         try:
-            frames.append(_read_ndjson([line], schema))
+            frames.append(_read_lines([line], schema))
             fits.append(i)
         except (pl.exceptions.PolarsError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
@@ -694,14 +836,3 @@ def _parse_lines(
             )
     frame = pl.concat(frames) if frames else pl.DataFrame(schema=schema)
     return frame, sorted(bad, key=lambda b: b.row), rows[fits]
-
-
-def _json_object(line: bytes) -> dict[str, Any] | str:
-    """The line's object, or why it is not one."""
-    try:
-        value = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        return f"invalid JSON: {e}"
-    if not isinstance(value, dict):
-        return f"a line must be a JSON object, not {type(value).__name__}"
-    return value
