@@ -64,16 +64,18 @@ class _Failure:
         self.error = error
 
 
-def ordered_map(fn: Callable[[T], R], items: Iterator[T], workers: int = 2) -> Iterator[R]:
+def ordered_map(
+    fn: Callable[[T], R], items: Iterator[T], workers: int = 2, *, spare: int = 1
+) -> Iterator[R]:
     """``map(fn, items)`` on ``workers`` threads, results in input order, at most
-    ``workers + 1`` items taken ahead (``Executor.map`` would read the whole input first): one
-    more than the workers keeps them busy while the consumer handles a result."""
+    ``workers + spare`` items taken ahead (``Executor.map`` would read the whole input first):
+    a spare keeps the workers busy while the consumer handles a result."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="flywheel-map") as pool:
         pending: deque[Future[R]] = deque()
         try:
             for item in items:
                 pending.append(pool.submit(fn, item))
-                if len(pending) > workers:
+                if len(pending) >= workers + spare:
                     yield pending.popleft().result()
             while pending:
                 yield pending.popleft().result()

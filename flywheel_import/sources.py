@@ -613,7 +613,7 @@ def ndjson_types(
         # too: merging is associative, and types that only grew still take it in unchanged.
         parts = prefetch(_with_members(_ndjson_parts(src, max(1, CHUNK_BYTES // 2))), ahead=1)
         snapshots = ((part, written, dict(known)) for part, written in parts)
-        for part, kept in ordered_map(_proven, snapshots, workers=2):
+        for part, kept in ordered_map(_proven, snapshots, workers=2, spare=0):
             first, next_row = next_row, next_row + part.count
             if kept:
                 yield None, part.count, part.consumed

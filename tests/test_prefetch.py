@@ -36,6 +36,11 @@ def test_ordered_map_takes_at_most_one_item_more_than_its_workers_ahead() -> Non
     assert len(taken) == 3  # two workers, plus one queued while the consumer works
     assert list(out) == list(range(1, 20))
 
+    taken.clear()
+    out = ordered_map(lambda i: i, items(), workers=2, spare=0)
+    assert next(out) == 0
+    assert len(taken) == 2
+
 
 def test_errors_in_either_stage_reach_the_consumer() -> None:
     def broken() -> Iterator[int]:
