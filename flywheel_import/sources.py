@@ -341,6 +341,45 @@ def _slices(
         )
 
 
+def _joined(batches: Iterator[RawBatch], batch_rows: int) -> Iterator[RawBatch]:
+    """Consecutive batches smaller than ``batch_rows`` joined up to it, in order.
+
+    A block of a 4 MiB read holds far fewer rows than a batch for narrow records (23,000
+    NDJSON lines of 180 bytes), and each batch costs polars a fixed overhead per expression:
+    joined, the 2M-row benchmark file examines in two thirds of the CPU time. A batch with
+    records set aside is passed on as it is (after what was pending), so every batch's bad
+    records stay with the rows around them.
+    """
+    pending: list[RawBatch] = []
+    rows = 0
+    for batch in batches:
+        fits = not batch.bad and (not pending or batch.frame.schema == pending[0].frame.schema)
+        if not fits:
+            if pending:
+                yield _concat(pending)
+                pending, rows = [], 0
+            if batch.bad:
+                yield batch
+                continue
+        pending.append(batch)
+        rows += batch.frame.height
+        if rows >= batch_rows:
+            whole = _concat(pending)
+            yield RawBatch(whole.source, whole.frame.head(batch_rows), [], whole.bytes_read)
+            rest = whole.frame.slice(batch_rows)
+            pending = [RawBatch(whole.source, rest, [], 0)] if rest.height else []
+            rows = rest.height
+    if pending:
+        yield _concat(pending)
+
+
+def _concat(batches: list[RawBatch]) -> RawBatch:
+    if len(batches) == 1:
+        return batches[0]
+    frame = pl.concat([b.frame for b in batches], rechunk=True)
+    return RawBatch(batches[0].source, frame, [], sum(b.bytes_read for b in batches))
+
+
 # --- Parquet ---------------------------------------------------------------------------------
 
 
@@ -586,6 +625,12 @@ def _ndjson_batches(
 ) -> Iterator[RawBatch]:
     """Without ``schema`` frames keep objects as structs, for the file's types to be merged
     (see :mod:`.jsontypes`); with it, every chunk is read with those types, flattened."""
+    yield from _joined(_ndjson_blocks(src, batch_rows, schema), batch_rows)
+
+
+def _ndjson_blocks(
+    src: SourceFile, batch_rows: int, schema: dict[str, pl.DataType] | None
+) -> Iterator[RawBatch]:
     next_row = 1
     for part in _ndjson_parts(src):
         frame, bad = _part_frame(src, part, next_row, schema)

@@ -484,3 +484,27 @@ def test_compressed_file_reads_as_the_plain_one(tmp_path: Path) -> None:
         read_all(tmp_path / "m.ndjson.gz", None),
     )
     assert plain["rows"] == packed["rows"] and plain["bad"] == packed["bad"]
+
+
+def test_small_blocks_are_joined_into_whole_batches_with_bad_lines_kept_in_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of a few lines are joined up to batch_rows (each batch costs polars a fixed
+    overhead); a block with a bad line is passed on as it is, its neighbours not joined over
+    it, and every row keeps its number."""
+    lines = lines_of([record(i) for i in range(300)])
+    lines[150] = b'{"user_id": broken'
+    path = tmp_path / "events.ndjson"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    monkeypatch.setattr(sources, "CHUNK_BYTES", 1024)  # about 12 lines a block
+    prof = profile(detect(path), SourceConfig(), wants_kind=lambda c: True)
+    batches = list(sources.read_batches(detect(path), SourceConfig().csv, 50, prof.read_schema))
+    numbers = [r for b in batches for r in b.frame.get_column(sources.ROW).to_list()]
+    assert numbers == [r for r in range(1, 301) if r != 151]
+    assert [b.row for batch in batches for b in batch.bad] == [151]
+    sizes = [b.frame.height for b in batches]
+    assert max(sizes) == 50
+    assert sizes.count(50) >= 4  # joined: blocks alone hold about 12 rows
+    assert len(batches) < 300 // 12
+    assert all(b.frame.get_column(sources.ROW).is_sorted() for b in batches)
+    assert sum(b.bytes_read for b in batches) == path.stat().st_size
