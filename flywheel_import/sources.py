@@ -83,8 +83,8 @@ def read_batches(
                 yield from _native_csv_batches(src, csv, batch_rows, native)
             else:
                 yield from _csv_batches(src, csv, batch_rows)
-        elif src.format == "parquet":  # row groups rarely fall on batch_rows: join the rest
-            yield from _joined(_parquet_batches(src, batch_rows), batch_rows)
+        elif src.format == "parquet":
+            yield from _parquet_batches(src, batch_rows)
         else:
             yield from _ndjson_batches(src, batch_rows, schema)
 
@@ -345,9 +345,8 @@ def _joined(batches: Iterator[RawBatch], batch_rows: int) -> Iterator[RawBatch]:
     """Consecutive batches smaller than ``batch_rows`` joined up to it, in order.
 
     A block of a 4 MiB read holds far fewer rows than a batch for narrow records (23,000
-    NDJSON lines of 180 bytes), a row group's last part is what remains of it, and each batch
-    costs polars a fixed overhead per expression: joined, the 2M-row NDJSON benchmark file
-    examines in two thirds of the CPU time. A batch with
+    NDJSON lines of 180 bytes), and each batch costs polars a fixed overhead per expression:
+    joined, the 2M-row benchmark file examines in two thirds of the CPU time. A batch with
     records set aside is passed on as it is (after what was pending), so every batch's bad
     records stay with the rows around them.
     """

@@ -378,16 +378,3 @@ def test_many_tiny_row_groups_are_read_by_the_exact_reader(
         batches(tiny, 100, fast=False, mp=monkeypatch),
         100,
     )
-
-
-@pytest.mark.parametrize("fast", [True, False])
-def test_row_groups_that_do_not_fall_on_batch_rows_are_joined_into_whole_batches(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fast: bool
-) -> None:
-    """Row groups of 7 rows read in batches of 10: every batch but the last is whole (each
-    batch costs polars a fixed overhead), the rows in order, numbered from 1."""
-    path = write(pa.table({"event": ["a"] * 63, "n": list(range(63))}), tmp_path / "g.parquet")
-    got = batches(path, 10, fast=fast, mp=monkeypatch)
-    assert [b.frame.height for b in got] == [10, 10, 10, 10, 10, 10, 3]
-    rows = pl.concat([b.frame for b in got]).get_column("__row").to_list()
-    assert rows == list(range(1, 64))
