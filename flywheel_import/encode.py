@@ -159,18 +159,26 @@ class Encoder:
         size = len(prefix.encode()) + self._value_length(column, quoted)
         return pl.when(pl.col(column).is_not_null()).then(size).otherwise(0)
 
+    def _optional_members(self) -> list[tuple[str, str, bool]]:
+        """(prefix, column, quoted) of the members a row may omit, in the core's order:
+        user_id, anonymous_id, timestamp (when mapped), then the properties."""
+        out = [(',"user_id":', "user_id", True), (',"anonymous_id":', "anonymous_id", True)]
+        if self._timestamp:
+            out.append((',"timestamp":', "timestamp", True))
+        return out + [("," + key_text(m.key) + ":", m.column, m.quoted) for m in self._properties]
+
     def core_length(self) -> pl.Expr:
         """``core().str.len_bytes()`` computed from the value lengths alone (tested equal)."""
+        optional = self._optional_members()
+        fields = optional[: len(optional) - len(self._properties)]
         total = (
             len('{"event":')
             + self._value_length("event", True).fill_null(0)
-            + self._member_length(',"user_id":', "user_id", True)
-            + self._member_length(',"anonymous_id":', "anonymous_id", True)
             + len(',"properties":{')
             + len("}}")
         )
-        if self._timestamp:
-            total = total + self._member_length(',"timestamp":', "timestamp", True)
+        for prefix, column, quoted in fields:
+            total = total + self._member_length(prefix, column, quoted)
         if self._identify is None:
             total = total + pl.when(pl.col("identify").is_null()).then(0).when(
                 pl.col("identify")
@@ -178,11 +186,10 @@ class Encoder:
         elif self._identify:
             total = total + len(',"identify":true')
         if self._properties:
-            members = [
-                self._member_length("," + key_text(m.key) + ":", m.column, m.quoted)
-                for m in self._properties
-            ]
-            props = pl.sum_horizontal(members)
+            props = pl.sum_horizontal(
+                self._member_length(prefix, column, quoted)
+                for prefix, column, quoted in optional[len(fields) :]
+            )
             total = total + pl.when(props > 0).then(props - 1).otherwise(0)
         return total.cast(pl.Int64)
 
@@ -195,20 +202,16 @@ class Encoder:
         this one aggregate per column spares measuring every row (and the escape checks that
         measuring needs).
         """
-        members = [("event", '"event":', True)]
-        members += [("user_id", ',"user_id":', True), ("anonymous_id", ',"anonymous_id":', True)]
-        if self._timestamp:
-            members.append(("timestamp", ',"timestamp":', True))
-        members += [(m.column, "," + key_text(m.key) + ":", m.quoted) for m in self._properties]
+        members = [('"event":', "event", True), *self._optional_members()]
         schema = self._frame.schema
-        text = list(dict.fromkeys(c for c, _, _ in members if schema[c] == pl.String))
+        text = list(dict.fromkeys(c for _, c, _ in members if schema[c] == pl.String))
         longest = (
             self._frame.select(pl.col(c).str.len_bytes().max() for c in text).row(0, named=True)
             if text
             else {}
         )
         total = len("{") + len(',"identify":false') + len(',"properties":{') + len("}}")
-        for column, prefix, quoted in members:
+        for prefix, column, quoted in members:
             dtype = schema[column]
             if dtype == pl.String:
                 n = longest[column] or 0
