@@ -16,17 +16,13 @@ on a smaller pair of files.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 from pathlib import Path
 from typing import Any
 
-from bench_validate import CONFIG
+from bench_validate import CONFIG, generate, run
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,43 +45,9 @@ VALIDATE = textwrap.dedent("""
 
 def measure(csv: Path, config: Path, rejects: Path, memory_bytes: str) -> dict[str, Any]:
     """One dry run in its own process: its figures and the child's peak RSS."""
-    with tempfile.TemporaryFile("w+") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-c",
-                VALIDATE,
-                str(ROOT),
-                str(config),
-                str(csv),
-                str(rejects),
-                memory_bytes,
-            ],
-            stdout=out,
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.returncode:
-            raise SystemExit(f"validate of {csv} failed with exit code {proc.returncode}")
-        out.seek(0)
-        result: dict[str, Any] = json.loads(out.read().strip().splitlines()[-1])
-    result["rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
+    result = run(VALIDATE, str(ROOT), str(config), str(csv), str(rejects), memory_bytes)
     result["us_per_row"] = result["s"] / result["rows"] * 1e6
     return result
-
-
-def generate(path: Path, rows: int) -> None:
-    if not path.exists():
-        subprocess.run(
-            [
-                sys.executable,
-                str(ROOT / "benchmarks" / "gen_events.py"),
-                str(path),
-                "--rows",
-                str(rows),
-            ],
-            check=True,
-        )
 
 
 def compare(small: Path, large: Path, repeat: int, memory_bytes: str, work: Path) -> dict[str, Any]:

@@ -82,16 +82,25 @@ mapping:
 
 
 def run(code: str, *args: str) -> dict[str, Any]:
-    """``code`` in a fresh interpreter: its JSON line, plus its own peak RSS (from wait4)."""
+    """``code`` in a fresh interpreter: its last JSON line, plus its own peak RSS (the
+    kernel's count for the child, from ``wait4``)."""
     with tempfile.TemporaryFile("w+") as out:
         proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=out)
         _, status, usage = os.wait4(proc.pid, 0)
-        if os.waitstatus_to_exitcode(status):
-            raise SystemExit(f"benchmark subprocess failed: {args}")
+        exit_code = os.waitstatus_to_exitcode(status)
+        if exit_code:
+            raise SystemExit(f"benchmark subprocess failed with exit code {exit_code}: {args}")
         out.seek(0)
         result: dict[str, Any] = json.loads(out.read().strip().splitlines()[-1])
     result["rss_mb"] = usage.ru_maxrss / 1024  # KiB on Linux
     return result
+
+
+def generate(path: Path, rows: int) -> None:
+    """``gen_events.py``'s table of ``rows`` rows as CSV at ``path`` (kept if already there)."""
+    if not path.exists():
+        script = str(ROOT / "benchmarks" / "gen_events.py")
+        subprocess.run([sys.executable, script, str(path), "--rows", str(rows)], check=True)
 
 
 def write_formats(csv: Path, formats: tuple[str, ...]) -> dict[str, Path]:
@@ -181,17 +190,7 @@ def main() -> None:
         folder = args.keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         csv = folder / f"events-{args.rows}.csv"
-        if not csv.exists():
-            subprocess.run(
-                [
-                    sys.executable,
-                    str(ROOT / "benchmarks" / "gen_events.py"),
-                    str(csv),
-                    "--rows",
-                    str(args.rows),
-                ],
-                check=True,
-            )
+        generate(csv, args.rows)
         print_table(compare_formats(csv, args.repeat, Path(tmp), formats))
 
 

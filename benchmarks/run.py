@@ -166,13 +166,13 @@ def measure_all(sizes: Sizes, work: Path) -> dict[str, Any]:
 
     def memory(folder: Path) -> dict[str, Any]:
         small, large = folder / "small.csv", folder / "large.csv"
-        bench_memory.generate(small, sizes.memory_small)
-        bench_memory.generate(large, sizes.memory_large)
+        bench_validate.generate(small, sizes.memory_small)
+        bench_validate.generate(large, sizes.memory_large)
         return bench_memory.compare(small, large, sizes.memory_repeat, "default", folder)
 
     def validate(folder: Path) -> dict[str, Any]:
         csv = folder / "events.csv"
-        bench_memory.generate(csv, sizes.validate_rows)
+        bench_validate.generate(csv, sizes.validate_rows)
         return bench_validate.compare_formats(csv, sizes.validate_repeat, folder)
 
     steps: dict[str, Callable[[Path], dict[str, Any]]] = {
