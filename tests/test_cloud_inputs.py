@@ -7,7 +7,6 @@ leaves the machine. Buckets are new per test; the server is shared by the module
 
 from __future__ import annotations
 
-import csv
 import gzip
 import json
 import logging
@@ -31,6 +30,7 @@ from flywheel_import.cli import main
 from flywheel_import.errors import InputError
 from flywheel_import.inputs import expand, open_stream
 from flywheel_import.sandbox import Sandbox
+from tests.test_run import rejects_of
 
 KEY = "cloud-test-key-1234"
 REPO = Path(__file__).resolve().parent.parent
@@ -124,11 +124,6 @@ mapping:
 output: {{rejects: rejects.csv, report: report.json}}
 """)
     return cfg
-
-
-def rejects_of(folder: Path) -> list[dict[str, str]]:
-    with (folder / "rejects.csv").open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
