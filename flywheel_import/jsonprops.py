@@ -28,6 +28,9 @@ from polars.datatypes import DataTypeClass
 from .errors import ConfigError, InputError
 from .jsonexpr import json_value
 
+#: A property's problem: (which rows have it, its message for those rows).
+Problem = tuple[pl.Expr, pl.Expr]
+
 AnyDtype = pl.DataType | DataTypeClass  # a struct field's dtype may be either
 
 Path = tuple[str, ...]
@@ -393,9 +396,9 @@ def _decode_valid(cells: pl.Series, valid: pl.Series, dtype: pl.Struct) -> pl.Se
     return pl.concat(parts)
 
 
-def problem(spec: JsonColumn) -> pl.Expr:
-    """The INVALID_PROPERTY text of a batch row whose cell is not a JSON object."""
+def problem(spec: JsonColumn) -> Problem:
+    """The INVALID_PROPERTY of a batch row whose cell is not a JSON object."""
     shown = pl.col(spec.column).str.slice(0, 60)
-    return pl.when(pl.col(spec.bad_slot)).then(
-        pl.lit(f"{spec.column}: is not a JSON object: ") + json_value(shown)
+    return pl.col(spec.bad_slot), pl.lit(f"{spec.column}: is not a JSON object: ") + json_value(
+        shown
     )

@@ -32,7 +32,7 @@ from .config import (
 )
 from .errors import ConfigError, InputError
 from .jsonexpr import json_value
-from .jsonprops import JsonColumn, decode, plan_json_columns, refuse_clashes
+from .jsonprops import JsonColumn, Problem, decode, plan_json_columns, refuse_clashes
 from .jsonprops import problem as json_problem
 from .names import name_expr
 from .profile import PLAIN_BOOLEAN, PLAIN_NUMBER, FileProfile
@@ -44,6 +44,7 @@ Kind = Literal[
 ]
 
 _TS = "__ts"
+_BAD = "__prop_bad"
 _JSON_NUMBER = r"^-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?$"
 _TRUE = ["true", "t", "yes", "y", "1"]
 _FALSE = ["false", "f", "no", "n", "0"]
@@ -75,7 +76,7 @@ class Plan:
     identify: pl.Expr
     identify_raw: pl.Expr
     properties: tuple[PropertySpec, ...]
-    property_exprs: tuple[tuple[pl.Expr, pl.Expr], ...]
+    property_exprs: tuple[tuple[pl.Expr, Problem | None], ...]
     added_null_columns: tuple[str, ...] = ()
     ts_auto: AutoParser | None = None
     # (slot, column, pattern): text written raw into the JSON (profiled numbers, booleans)
@@ -214,7 +215,7 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
                     .otherwise(json_value(col))
                     .alias(slot)
                 )
-    problems = [bad for _, bad in plan.property_exprs]
+    problems = [p for _, p in plan.property_exprs if p is not None]
     problems += [json_problem(jc) for jc in plan.json_columns]
     out = frame.select(
         pl.col(ROW),
@@ -234,15 +235,29 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
         plan.identify.alias("identify"),
         plan.identify_raw.alias("identify_raw"),
         *values.values(),
-        (pl.concat_str(problems, separator="; ", ignore_nulls=True) if problems else null).alias(
-            "prop_errors"
-        ),
-    ).with_columns(
-        pl.when(pl.col("prop_errors") != "").then(pl.col("prop_errors")).alias("prop_errors")
+        (
+            pl.any_horizontal(b for b, _ in problems).fill_null(False)
+            if problems
+            else pl.lit(False)
+        ).alias(_BAD),
     )
+    out = out.with_columns(_problem_texts(frame, out.get_column(_BAD), problems)).drop(_BAD)
     if plan.event_source is None:
         out = out.insert_column(2, out.get_column("event").alias("event_raw"))
     return out
+
+
+def _problem_texts(frame: pl.DataFrame, bad: pl.Series, problems: list[Problem]) -> pl.Series:
+    """``prop_errors``: the problems of each row, text built for the rows that have any (a
+    handful a batch at most: building it for every row cost as much as the values)."""
+    if not bad.any():
+        return pl.Series("prop_errors", [None] * len(bad), dtype=pl.String)
+    where = bad.arg_true()
+    texts = frame[where].select(
+        pl.concat_str([pl.when(b).then(m) for b, m in problems], separator="; ", ignore_nulls=True)
+    )
+    out = pl.Series("prop_errors", [None] * len(bad), dtype=pl.String)
+    return out.scatter(where, texts.to_series())
 
 
 # --- fields ----------------------------------------------------------------------------------
@@ -429,31 +444,30 @@ def _kind(declared: str | None, dtype: pl.DataType, text_kind: str | None) -> Ki
 
 def _property_value(
     spec: PropertySpec, dtype: pl.DataType, timezone: str
-) -> tuple[pl.Expr, pl.Expr]:
-    """(JSON value text or null to omit, problem text or null) for one property."""
+) -> tuple[pl.Expr, Problem | None]:
+    """(JSON value text or null to omit, its problem if it can have one) for one property."""
     col = pl.col(spec.column)
-    none = pl.lit(None, pl.String)
     label = spec.column
     if _nested(dtype) and spec.kind not in ("json_text", "string"):
         # Declared a number, boolean or date-time: its JSON text is checked like any text.
         col, dtype = json_value(col), pl.String()
 
-    def problem(bad: pl.Expr, what: str) -> pl.Expr:
+    def problem(bad: pl.Expr, what: str) -> Problem:
         shown = col.cast(pl.String, strict=False).str.slice(0, 60)
-        return pl.when(bad).then(pl.lit(f"{label}: {what} ") + json_value(shown))
+        return bad, pl.lit(f"{label}: {what} ") + json_value(shown)
 
     if spec.kind == "raw_number":
         # Text columns are checked per batch by the plan's guards (see map_batch).
-        return col if dtype == pl.String else col.cast(pl.String), none
+        return col if dtype == pl.String else col.cast(pl.String), None
     if spec.kind == "text_boolean":
-        return col.str.to_lowercase(), none
+        return col.str.to_lowercase(), None
     if spec.kind == "string":
-        return (_text(col, dtype) if dtype != pl.String else col), none
+        return (_text(col, dtype) if dtype != pl.String else col), None
     if spec.kind == "json_text":
-        return json_value(col), none
+        return json_value(col), None
     if spec.kind == "boolean":
         if dtype == pl.Boolean:
-            return pl.when(col).then(pl.lit("true")).when(col.not_()).then(pl.lit("false")), none
+            return pl.when(col).then(pl.lit("true")).when(col.not_()).then(pl.lit("false")), None
         parsed = _parse_bool(col.cast(pl.String, strict=False))
         bad = col.is_not_null() & parsed.is_null()
         value = pl.when(parsed).then(pl.lit("true")).when(parsed.not_()).then(pl.lit("false"))

@@ -235,15 +235,14 @@ def assemble(
         skip = pl.Series(batch.skip)
         good, bad = good & ~skip, bad & ~skip
         rows -= int(batch.skip.sum())
-    # Messages are built for the rejected rows only: usually a handful per batch.
-    # Lazily, so only the columns the messages read are filtered, not every event column.
-    bad_rows = (
-        events.lazy()
-        .filter(bad)
-        .select(ROW, *validation.describe(cfg.api.max_body_bytes))
-        .collect()
+    # Messages are built for the rejected rows only: usually a handful per batch, so they
+    # are gathered by position first (a filter, or a lazy query, costs more than the rows).
+    where = bad.arg_true()
+    bad_events = events[where]
+    bad_rows = bad_events.select(
+        ROW, *validation.describe(cfg.api.max_body_bytes, validation.flagged(bad_events))
     )
-    rejected = reject_rows(batch.frame.filter(bad), bad_rows, batch.source.name)
+    rejected = reject_rows(batch.frame[where], bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
     rejected = owned_text(rejected)

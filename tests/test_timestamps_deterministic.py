@@ -143,3 +143,36 @@ def test_shapes_that_both_read_a_value_agree_on_its_instant(
     ).row(0)
     found = {v for v in parsed if v is not None}
     assert len(found) <= 1, (text, parsed)
+
+
+WHITESPACE = st.text(alphabet=" \t\n\r\x0b\x0c\u00a0\u2003", max_size=3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    instant=st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1)),
+    shape=st.sampled_from(SHAPES),
+    offset_minutes=st.integers(-14 * 60, 14 * 60),
+    before=WHITESPACE,
+    after=WHITESPACE,
+    inner=st.sampled_from([" ", "  ", "\t"]),
+)
+def test_a_shape_reading_text_as_is_agrees_with_the_canonical_stripped_parse(
+    instant: datetime, shape: str, offset_minutes: int, before: str, after: str, inner: str
+) -> None:
+    """The first try reads the text unstripped: whatever a shape reads that way must be
+    the instant the canonical order gives the stripped text."""
+    if "%z" in shape:
+        instant = instant.replace(tzinfo=timezone(timedelta(minutes=offset_minutes)))
+    text = before + render(instant, shape, pad=False).replace(" ", inner) + after
+    expected = canonical([text])[0]
+    frame = pl.DataFrame({"t": [text]})
+    as_is = frame.select(
+        c.alias(str(i)) for i, c in enumerate(auto_candidates(pl.col("t"), TZ))
+    ).row(0)
+    assert {v for v in as_is if v is not None} <= {expected}, (text, as_is, expected)
+    for first in range(len(SHAPES)):
+        parser = AutoParser(TZ)
+        parser._first = first % len(auto_candidates(pl.col("t"), TZ))
+        got = parser.parse(pl.Series("t", [text, None, "x"], dtype=pl.String)).to_list()
+        assert got == [expected, None, None], (text, first)
