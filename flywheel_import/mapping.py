@@ -178,11 +178,15 @@ def build_plan(cfg: Config, prof: FileProfile) -> Plan:
     )
 
 
-def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl.DataFrame:
+def map_batch(
+    frame: pl.DataFrame, plan: Plan, *, text_times: bool = True, profiled: bool = False
+) -> pl.DataFrame:
     """Raw batch -> event columns (see the module docstring).
 
     ``text_times=False`` leaves ``timestamp`` as a UTC datetime: a dry run needs only its
-    size and identity, not its text (see :meth:`Encoder.core_length`).
+    size and identity, not its text (see :meth:`Encoder.core_length`). ``profiled``: the
+    batch holds the very values preflight typed (:attr:`.sources.RawBatch.profiled`), so
+    they fit the plan's guards without a check.
     """
     if plan.added_null_columns:
         frame = frame.with_columns(
@@ -198,23 +202,7 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
         s.slot: value.alias(s.slot)
         for s, (value, _) in zip(plan.properties, plan.property_exprs, strict=True)
     }
-    if plan.guards:
-        # Profiled text columns are written raw; should a value not fit the profile (it cannot
-        # when preflight read the same records), that batch writes it as a JSON string instead
-        # of producing invalid JSON. One check per batch, not a second expression per row.
-        fits = frame.select(
-            (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
-            for s, c, p in plan.guards
-        ).row(0, named=True)
-        for slot, column, pattern in plan.guards:
-            if not fits[slot]:
-                col = pl.col(column)
-                values[slot] = (
-                    pl.when(col.str.contains(pattern))
-                    .then(values[slot])
-                    .otherwise(json_value(col))
-                    .alias(slot)
-                )
+    _guard(frame, plan, values, profiled=profiled)
     problems = [p for _, p in plan.property_exprs if p is not None]
     problems += [json_problem(jc) for jc in plan.json_columns]
     out = frame.select(
@@ -245,6 +233,48 @@ def map_batch(frame: pl.DataFrame, plan: Plan, *, text_times: bool = True) -> pl
     if plan.event_source is None:
         out = out.insert_column(2, out.get_column("event").alias("event_raw"))
     return out
+
+
+def _guard(frame: pl.DataFrame, plan: Plan, values: dict[str, pl.Expr], *, profiled: bool) -> None:
+    """Profiled text columns are written raw; should a value not fit the profile (it cannot
+    when preflight read the same records), that batch writes it as a JSON string instead of
+    producing invalid JSON. One check per batch, not a second expression per row.
+
+    Text booleans are written lowercased. A batch that holds only ``true`` and ``false`` (as
+    most writers put them) is written as read: lowercasing costs ten times the check, and
+    those values fit the guard too.
+    """
+    booleans = {s.slot: s.column for s in plan.properties if s.kind == "text_boolean"}
+    guards = [g for g in plan.guards if not profiled or g[0] in booleans]
+    if not guards and not booleans:
+        return
+    checks = [
+        (pl.col(c).is_null() | (pl.col(c) == "true") | (pl.col(c) == "false")).all().alias(s)
+        for s, c in booleans.items()
+    ]
+    checks += [
+        (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
+        for s, c, p in guards
+        if s not in booleans
+    ]
+    fits = frame.select(checks).row(0, named=True)
+    for slot, column in booleans.items():
+        if fits[slot]:
+            values[slot] = pl.col(column).alias(slot)
+    unfit = [(s, c, p) for s, c, p in guards if not fits[s]]
+    if unfit and booleans:  # a boolean column with other spellings: its guard proper
+        again = frame.select(
+            (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s) for s, c, p in unfit
+        ).row(0, named=True)
+        unfit = [(s, c, p) for s, c, p in unfit if not again[s]]
+    for slot, column, pattern in unfit:
+        col = pl.col(column)
+        values[slot] = (
+            pl.when(col.str.contains(pattern))
+            .then(values[slot])
+            .otherwise(json_value(col))
+            .alias(slot)
+        )
 
 
 def _problem_texts(frame: pl.DataFrame, bad: pl.Series, problems: list[Problem]) -> pl.Series:

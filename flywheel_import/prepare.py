@@ -84,7 +84,7 @@ def examine(
             fresh = below if batch.skip is None else below & ~batch.skip
             batch.skip = below if batch.skip is None else below | batch.skip
     ts_mapped = plan.timestamp is not None
-    events = map_batch(batch.frame, plan, text_times=bodies).with_columns(
+    events = map_batch(batch.frame, plan, text_times=bodies, profiled=batch.profiled).with_columns(
         validation.row_checks(
             timestamp_mapped=ts_mapped, require_identity=cfg.validation.require_identity
         )

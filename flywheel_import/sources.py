@@ -59,6 +59,9 @@ class RawBatch:
     #: Rows of ``frame`` settled by an earlier run (resume): still checked for duplicates,
     #: never sent, rejected or counted again. None: no such rows.
     skip: npt.NDArray[np.bool_] | None = None
+    #: The values are the very ones preflight typed (polars' read of the file it proved and
+    #: stamped, see :class:`NativeCsv`): they fit the plan's guards without a check.
+    profiled: bool = False
 
     @property
     def rows(self) -> int:
@@ -251,7 +254,7 @@ def _native_csv_batches(
             consumed = size * rows // max(native.rows, 1) - reported
             reported += consumed
             frame = frame.insert_column(0, pl.Series(ROW, numbers, dtype=pl.Int64))
-            yield from _slices(src, frame, [], batch_rows, consumed)
+            yield from _slices(src, frame, [], batch_rows, consumed, profiled=True)
     if rows != native.rows:
         raise InputError(f"{src.name}: changed while being read; run again")
     if not rows:
@@ -328,16 +331,26 @@ def _parse_block(
 
 
 def _slices(
-    src: SourceFile, frame: pl.DataFrame, bad: list[BadRecord], batch_rows: int, consumed: int
+    src: SourceFile,
+    frame: pl.DataFrame,
+    bad: list[BadRecord],
+    batch_rows: int,
+    consumed: int,
+    *,
+    profiled: bool = False,
 ) -> Iterator[RawBatch]:
     if frame.height <= batch_rows:
         if frame.height or bad or consumed:
-            yield RawBatch(src, frame, bad, consumed)
+            yield RawBatch(src, frame, bad, consumed, profiled=profiled)
         return
     for off in range(0, frame.height, batch_rows):
         first = off == 0
         yield RawBatch(
-            src, frame.slice(off, batch_rows), bad if first else [], consumed if first else 0
+            src,
+            frame.slice(off, batch_rows),
+            bad if first else [],
+            consumed if first else 0,
+            profiled=profiled,
         )
 
 

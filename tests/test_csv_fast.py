@@ -483,3 +483,35 @@ def test_a_proven_file_is_read_without_the_record_splitter(
     result = run(tmp_path, data, {"event": "event", "user_id": "user_id", "timestamp": "ts"})
     assert result.report.rows_read == 50 and result.report.rejected == 0
     assert [p["note"] for p in result.props()][:2] == ["x, 0", "x, 1"]
+
+
+def test_proven_reads_are_profiled_and_map_as_the_guarded_splitter_reads_do(
+    tmp_path: Path,
+) -> None:
+    """A native read holds the values preflight typed, so its batches skip the guards; the
+    events are the same as from the splitter's batches, which are checked."""
+    from flywheel_import.config import parse_config
+    from flywheel_import.mapping import build_plan, map_batch
+
+    path = tmp_path / "data.csv"
+    rows = [
+        f"e{i % 3},u{i},{i * 0.5},{['true', 'FALSE', 'True'][i % 3]},{i:05d}" for i in range(50)
+    ]
+    path.write_text("ev,user,amount,flag,zip\n" + "\n".join(rows) + "\n")
+    source = source_config(batch_rows=7)
+    prof, fast, exact = both_reads(path, source, 7)
+    assert prof.native_csv is not None
+    assert prof.text_kinds == {
+        "ev": "string",
+        "user": "string",
+        "amount": "number",
+        "flag": "boolean",
+        "zip": "string",  # leading zeros
+    }
+    assert all(b.profiled for b in fast) and not any(b.profiled for b in exact)
+    plan = build_plan(parse_config("mapping: {event: ev, user_id: user}"), prof)
+    mapped_fast = pl.concat(map_batch(b.frame, plan, profiled=b.profiled) for b in fast)
+    mapped_exact = pl.concat(map_batch(b.frame, plan, profiled=b.profiled) for b in exact)
+    assert mapped_fast.equals(mapped_exact)
+    slots = {s.column: s.slot for s in plan.properties}
+    assert mapped_fast.get_column(slots["flag"]).head(3).to_list() == ["true", "false", "true"]

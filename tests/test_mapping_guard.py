@@ -38,3 +38,43 @@ def test_values_that_do_not_fit_their_profile_are_written_as_strings() -> None:
     assert out.get_column(slots["b"]).to_list() == ["true", "false", '"maybe"']
     clean = map_batch(frame.head(1), plan)
     assert clean.get_column(slots["n"]).to_list() == ["1.5"]
+
+
+def _bool_plan() -> tuple[object, dict[str, str]]:
+    cfg = parse_config("mapping: {event: e, user_id: u}")
+    profile = FileProfile(
+        SourceFile(Path("x.csv"), "csv", "none"),
+        {"e": pl.String(), "u": pl.String(), "b": pl.String(), "c": pl.String()},
+        rows=3,
+        text_kinds={"b": "boolean", "c": "boolean"},
+        is_text=True,
+    )
+    plan = build_plan(cfg, profile)
+    return plan, {s.column: s.slot for s in plan.properties}
+
+
+def test_text_booleans_are_lowercased_in_any_spelling_and_kept_when_already_lowercase() -> None:
+    plan, slots = _bool_plan()
+    frame = pl.DataFrame(
+        {
+            "__row": [1, 2, 3],
+            "e": ["a"] * 3,
+            "u": ["1", "2", "3"],
+            "b": ["true", None, "false"],  # as most writers put them
+            "c": ["True", "FALSE", None],
+        }
+    )
+    for profiled in (False, True):
+        out = map_batch(frame, plan, profiled=profiled)  # type: ignore[arg-type]
+        assert out.get_column(slots["b"]).to_list() == ["true", None, "false"]
+        assert out.get_column(slots["c"]).to_list() == ["true", "false", None]
+
+
+def test_a_boolean_batch_that_does_not_fit_is_still_guarded() -> None:
+    plan, slots = _bool_plan()
+    frame = pl.DataFrame(
+        {"__row": [1, 2], "e": ["a"] * 2, "u": ["1", "2"], "b": ["true", "yes"], "c": ["T", None]}
+    )
+    out = map_batch(frame, plan)  # type: ignore[arg-type]
+    assert out.get_column(slots["b"]).to_list() == ["true", '"yes"']
+    assert out.get_column(slots["c"]).to_list() == ['"T"', None]
