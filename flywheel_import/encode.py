@@ -230,32 +230,30 @@ class Encoder:
         when the derived ids are), but computed without writing the core's text.
 
         A chain over the members in the order the core writes them: each present member
-        mixes in its key, whether its value is written as a JSON string, and the value; a
-        null member is skipped, as the core omits it. So ``{"page": "home"}`` and
-        ``{"screen": "home"}`` differ, ``"5"`` and ``5`` differ, and a null in a column that
-        another file does not have changes nothing. Two different cores share a fingerprint
-        with probability about 2^-64 per pair. The chain is materialized before each link
-        that may be skipped: as one expression, such a link holds the chain so far twice, and
-        the expression would double with every nullable column. Links that are never skipped
-        nest in one expression (one query for a run of them, not one each).
+        hashes its value with a seed naming its key and whether the value is written as a
+        JSON string, and the chain takes it in as ``h * K + value hash`` (wrapping 64-bit
+        arithmetic, ``K`` odd); a null member is skipped (``h * 1 + 0``), as the core omits
+        it. So ``{"page": "home"}`` and ``{"screen": "home"}`` differ, ``"5"`` and ``5``
+        differ, the order of the members counts, and a null in a column that another file
+        does not have changes nothing. One hash of the result spreads every member into every
+        bit. Two different cores share a fingerprint with probability about 2^-64 per pair
+        (the value hashes are uniform and ``K`` is invertible modulo 2^64). Multiplying and
+        adding, the chain is one flat expression: skipping needs no branch, and rehashing at
+        every link cost a fifth of the fingerprint.
         """
-        chain = self._chain()
-        needed = list(dict.fromkeys(c for _, c in chain if c is not None))
-        out = frame.select(pl.lit(_CHAIN_START, pl.UInt64).alias(_CHAIN), *needed)
-        h, bare = pl.col(_CHAIN), True
-        for seed, column in chain:
+        h = pl.lit(_CHAIN_START, pl.UInt64)
+        for seed, column in self._chain():
             if column is None:  # a member every core has, or the start of the properties
-                h, bare = _mix(h, pl.lit(seed, pl.UInt64)), False
+                h = h * _K + pl.lit(seed, pl.UInt64)
             elif self._all_null.get(column, False):
                 continue
             elif self._nulls.get(column, True):
-                if not bare:
-                    out, h = out.with_columns(h.alias(_CHAIN)), pl.col(_CHAIN)
-                step = _mix(h, pl.col(column).hash(seed=seed))
-                h, bare = pl.when(pl.col(column).is_null()).then(h).otherwise(step), False
+                present = pl.col(column).is_not_null()
+                value = pl.when(present).then(pl.col(column).hash(seed=seed)).otherwise(_ZERO)
+                h = h * pl.when(present).then(_K).otherwise(_ONE) + value
             else:
-                h, bare = _mix(h, pl.col(column).hash(seed=seed)), False
-        return out.select(h.alias(_CHAIN)).get_column(_CHAIN)
+                h = h * _K + pl.col(column).hash(seed=seed)
+        return frame.select(h.hash(seed=_MIX_SEED).alias(_CHAIN)).get_column(_CHAIN)
 
     def _chain(self) -> list[tuple[int, str | None]]:
         """(seed naming the member, column or None) for each member of the core, in order."""
@@ -316,13 +314,10 @@ def _seed(*parts: str | bool) -> int:
     return int.from_bytes(digest, "little")
 
 
-def _mix(h: pl.Expr, value_hash: pl.Expr) -> pl.Expr:
-    """The next link of the chain: rehashing makes it depend on the order of the members."""
-    return (h ^ value_hash).hash(seed=_MIX_SEED)
-
-
 _CHAIN_START, _MIX_SEED = _seed("core"), _seed("mix")
 _CHAIN = "__content_chain"
+_K = pl.lit(0x9E3779B97F4A7C15, pl.UInt64)  # odd: multiplying by it is invertible mod 2^64
+_ONE, _ZERO = pl.lit(1, pl.UInt64), pl.lit(0, pl.UInt64)
 
 #: Bytes the body adds to the core besides the id's JSON: it wraps the core as
 #: '{"event":' + '{"event_id":' + id + ',' + core without its '{' + '}'.
