@@ -21,7 +21,6 @@ from .eventid import derive_event_ids
 from .jsonexpr import json_value
 from .mapping import Plan, map_batch
 from .names import name_changes
-from .rejects import owned_text
 from .shards import Shard, shard_of_ids, shard_of_records
 from .sources import ROW, RawBatch
 from .validation import flag
@@ -245,7 +244,6 @@ def assemble(
     rejected = reject_rows(batch.frame[where], bad_rows, batch.source.name)
     if batch.bad:
         rejected = pl.concat([rejected, malformed_rows(batch)], how="diagonal")
-    rejected = owned_text(rejected)
     all_good = bool(good.all())
     if not bodies:  # a dry run keeps only the row numbers of what it would send
         send = events.select(ROW).filter(good)
@@ -276,14 +274,15 @@ def _scatter(base: pl.Series, mask: pl.Series, values: pl.Series) -> pl.Series:
 
 
 def as_text(frame: pl.DataFrame) -> pl.DataFrame:
-    """Raw columns as text, the way they are written to the rejects file."""
+    """Raw columns as text, the way they are written to the rejects file, each its own copy
+    (see :func:`.rejects.owned_text`: a few rows must not hold the whole batch's text)."""
     exprs = []
     for name, dtype in frame.schema.items():
         if name == ROW:
             continue
         col = pl.col(name)
         if dtype == pl.String:
-            exprs.append(col)
+            exprs.append(pl.concat_str([col, pl.lit("")]).alias(name))
         elif isinstance(dtype, pl.List | pl.Array | pl.Struct):
             exprs.append(json_value(col).alias(name))
         else:
