@@ -40,6 +40,7 @@ _BITS_PER_ID = 16
 _FILTER_MIN_WORDS = 1 << 18  # 2 MiB
 _FILTER_MAX_WORDS = 1 << 22  # 32 MiB
 _ONE, _SIX, _TWELVE, _LOW6 = np.uint64(1), np.uint64(6), np.uint64(12), np.uint64(63)
+_TOP16 = np.uint64(48)
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,15 +54,26 @@ class SortedKeys:
     def order(self) -> npt.NDArray[np.intp]:
         """``ranked[i] == fps[order[i]]``; among equal values the first occurrence first.
         Needed only to place duplicates, which are rare: sorting values alone is faster."""
-        return np.argsort(self.fps, kind="stable")
+        by_top = _by_top_bits(self.fps)
+        # Equal values share their top bits, so both steps keep them in batch order.
+        return by_top[np.argsort(self.fps[by_top], kind="stable")]
 
 
 def sort_keys(fps: npt.NDArray[np.uint64]) -> SortedKeys:
     """Sort once, in sorted order binary searches stay in cache."""
-    ranked = np.sort(fps)
+    ranked = fps[_by_top_bits(fps)]
+    ranked.sort(kind="stable")  # only neighbours are out of order: a linear pass or two
     repeats = np.zeros(len(fps), dtype=np.bool_)
     repeats[1:] = ranked[1:] == ranked[:-1]
     return SortedKeys(fps, ranked, repeats)
+
+
+def _by_top_bits(fps: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+    """A stable order of ``fps`` by their top 16 bits: numpy sorts 16-bit keys by radix, in
+    linear time. Fingerprints are hashes, spread evenly, so this leaves a batch all but
+    sorted (about one value a key at 65,536 values) and a merge sort finishes it in a pass;
+    a comparison sort of 64-bit values costs several times as much."""
+    return np.argsort((fps >> _TOP16).astype(np.uint16), kind="stable")
 
 
 class SeenIds:
