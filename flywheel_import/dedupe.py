@@ -109,8 +109,14 @@ class SeenIds:
         filter_bytes: int | None = None,
     ) -> None:
         self._limit = max(1, memory_bytes // 8)
+        # The runs in memory lie side by side from the start of one block the size of the
+        # bound, oldest first (views of it); a merge writes its copy just past them and
+        # copies it back. So a page is faulted in once between spills, where a new array
+        # for each merged run faulted in all of its pages again. Made on first use and
+        # again after a spill.
+        self._store: npt.NDArray[np.uint64] | None = None
         self._runs: list[npt.NDArray[np.uint64]] = []
-        self._held = 0  # fingerprints in self._runs
+        self._held = 0  # fingerprints in self._runs: the store's first self._held values
         self._peak = 0
         self._disk: list[DiskRun] = []
         self._written = 0
@@ -163,6 +169,7 @@ class SeenIds:
                 run.close()
             self._disk.clear()
             self._runs.clear()
+            self._store = None
             self._held = 0
             self._folder.close()
 
@@ -235,8 +242,12 @@ class SeenIds:
             return
         if self._held + len(run) > self._limit:
             self._spill_memory()
-        self._runs.append(run)
+        if self._store is None:
+            self._store = _alloc(self._limit)
+        store, start = self._store, self._held
         self._held += len(run)
+        store[start : self._held] = run
+        self._runs.append(store[start : self._held])
         self._peak = max(self._peak, self._held)
         # Merge the newest _FANOUT runs once they are of a size (tiers of 4x): a few runs per
         # tier, O(log4 n) tiers, each id copied O(log4 n) times. Lookups only search the runs
@@ -249,7 +260,8 @@ class SeenIds:
                 self._spill_memory()
                 return
             self._peak = max(self._peak, need)
-            merged = _merge(runs[-_FANOUT:], self._chunk)
+            merged = store[self._held - size : self._held]
+            merged[:] = _merge(runs[-_FANOUT:], store[self._held : need], self._chunk)
             del runs[-_FANOUT:]
             runs.append(merged)
 
@@ -259,6 +271,7 @@ class SeenIds:
             self._spill(self._runs)
             self._runs = []
             self._held = 0
+            self._store = None  # its pages go back to the system with the runs spilled
 
     def _spill(self, runs: list[npt.NDArray[np.uint64]]) -> None:
         size = self._chunk
@@ -285,10 +298,12 @@ def _merge_due(runs: Sequence[Sized]) -> bool:
     return len(runs) >= _FANOUT and len(runs[-_FANOUT]) <= 2 * len(runs[-1])
 
 
-def _merge(runs: list[npt.NDArray[np.uint64]], chunk: int) -> npt.NDArray[np.uint64]:
-    """Merge sorted runs into a new array a chunk at a time: scratch space of a chunk, where
-    a sort of their concatenation would need half the result again."""
-    out = _alloc(sum(len(r) for r in runs))
+def _merge(
+    runs: list[npt.NDArray[np.uint64]], out: npt.NDArray[np.uint64], chunk: int
+) -> npt.NDArray[np.uint64]:
+    """Merge sorted runs into ``out`` a chunk at a time: scratch space of a chunk, where
+    timsort over the runs where they lie would borrow half the result again from the C
+    heap (see :func:`_alloc`: large blocks freed there may stay resident)."""
     at = 0
     for part in merge_chunks([array_chunks(r, chunk) for r in runs], chunk):
         out[at : at + len(part)] = part
@@ -297,9 +312,10 @@ def _merge(runs: list[npt.NDArray[np.uint64]], chunk: int) -> npt.NDArray[np.uin
 
 
 def _alloc(n: int) -> npt.NDArray[np.uint64]:
-    """An array for a merged run, in its own memory map when large: freeing it returns the
-    memory to the system at once. From the C heap, large blocks freed among live ones stay
-    in the resident size (measured: +50 MB over a 20-million-id run)."""
+    """The store of the runs in memory, in its own memory map when large: freeing it
+    returns the memory to the system at once, and only the pages used are resident. From
+    the C heap, large blocks freed among live ones stay in the resident size (measured:
+    +50 MB over a 20-million-id run, with an array for each merged run)."""
     if n < _OWN_MAP or _ANONYMOUS is None:
         return np.empty(n, dtype=np.uint64)
     buf = mmap.mmap(-1, n * 8, flags=mmap.MAP_PRIVATE | _ANONYMOUS)
