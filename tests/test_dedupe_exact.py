@@ -1,6 +1,6 @@
 """The duplicate check's cheap paths change no answer: batches sorted by their top bits first
 give the plain sort and the first-occurrence order; every id's filter bits are set, ids that
-share a filter word in one batch included; runs merged where they lie in memory give the
+share a filter word in one batch included; runs kept side by side in one store give the
 answers of a Python set, with the same memory accounting and the same files on disk."""
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def test_random_batches_with_planted_repeats_get_the_answers_of_a_python_set(
 
 
 def test_runs_are_held_merged_and_spilled_as_before(tmp_path: Path) -> None:
-    """Figures of the check before runs were merged where they lie: the same tiers, the same
+    """Figures of the check before its runs shared one store: the same tiers, the same
     accounting of merge copies, the same spills and merges on disk."""
     rng = np.random.default_rng(7)
     with SeenIds(tmp_path, memory_bytes=8 * 5000) as seen:
