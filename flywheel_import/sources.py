@@ -641,14 +641,31 @@ def _ndjson_batches(
     yield from _joined(_ndjson_blocks(src, batch_rows, schema), batch_rows)
 
 
+_PartFrame = tuple[pl.DataFrame, list[BadRecord]]
+
+
 def _ndjson_blocks(
     src: SourceFile, batch_rows: int, schema: dict[str, pl.DataType] | None
 ) -> Iterator[RawBatch]:
-    next_row = 1
-    for part in _ndjson_parts(src):
-        frame, bad = _part_frame(src, part, next_row, schema)
-        next_row += part.count
+    """The parts parsed two at a time, in order. Splitting and counting (numpy) run a part
+    ahead on their own thread: one thread doing all three kept the two cores 60-75% busy
+    while the batches were examined."""
+
+    def parse(item: tuple[_Block | _Lines, int]) -> tuple[_Block | _Lines, _PartFrame]:
+        part, first = item
+        return part, _part_frame(src, part, first, schema)
+
+    parts = prefetch(_numbered(_ndjson_parts(src)), ahead=1)
+    for part, (frame, bad) in ordered_map(parse, parts, workers=2, spare=0):
         yield from _slices(src, frame, bad, batch_rows, part.consumed)
+
+
+def _numbered(parts: Iterator[_Block | _Lines]) -> Iterator[tuple[_Block | _Lines, int]]:
+    """Each part with the record number of its first line."""
+    next_row = 1
+    for part in parts:
+        yield part, next_row
+        next_row += part.count
 
 
 def ndjson_types(
