@@ -9,7 +9,10 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
+from . import allocator
 from .errors import ApiAbort, ConfigError, ErrorCode, FlywheelImportError, InputError, UsageError
+
+allocator.configure()  # before anything loads polars
 
 if TYPE_CHECKING:
     from .config import Config, load_config
