@@ -34,7 +34,6 @@ import numpy.typing as npt
 import orjson
 import polars as pl
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from .errors import InputError
 from .jsonexpr import json_value
@@ -56,6 +55,14 @@ _INSTANT_RANGE = {
     "date32": (-719_162, 2_932_896),
 }
 _DURATION_SCALE = {"s": 0, "ms": 3, "us": 6, "ns": 9}
+
+
+def _compute() -> Any:
+    """``pyarrow.compute``, loaded on first use: a quarter of a Parquet dry run's start when
+    polars reads the file and nothing is converted here."""
+    import pyarrow.compute
+
+    return pyarrow.compute
 
 
 @dataclass(slots=True)
@@ -166,12 +173,12 @@ def _convert(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
         if t.extension_name == "arrow.uuid":
             return _uuid_text(storage), []
         if t.extension_name == "arrow.bool8":
-            return pc.not_equal(storage, 0), []
+            return _compute().not_equal(storage, 0), []
         return _convert(storage, where)
     if pa.types.is_dictionary(t):
         return _convert(arr.dictionary_decode(), where)
     if pa.types.is_run_end_encoded(t):
-        return _convert(pc.run_end_decode(arr), where)
+        return _convert(_compute().run_end_decode(arr), where)
     if (
         pa.types.is_null(t)
         or pa.types.is_boolean(t)
@@ -241,11 +248,11 @@ def _with_nulls(values: pa.Array, like: pa.Array) -> pa.Array:
     """``values`` with nulls wherever ``like`` has them."""
     if not like.null_count:
         return values
-    return pc.if_else(pc.is_valid(like), values, pa.scalar(None, values.type))
+    return _compute().if_else(_compute().is_valid(like), values, pa.scalar(None, values.type))
 
 
 def _blank(arr: pa.Array, mask: Mask) -> pa.Array:
-    return pc.if_else(pa.array(mask), pa.scalar(None, arr.type), arr)
+    return _compute().if_else(pa.array(mask), pa.scalar(None, arr.type), arr)
 
 
 def _utf8(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
@@ -328,7 +335,7 @@ def _hex_text(arr: pa.Array) -> pa.Array:
 def _out_of_range(values: pa.Array, lo: int, hi: int) -> Mask:
     storage = pa.int32() if pa.types.is_date32(values.type) else pa.int64()
     ints = values.view(storage)
-    bad = pc.or_(pc.less(ints, lo), pc.greater(ints, hi)).fill_null(False)
+    bad = _compute().or_(_compute().less(ints, lo), _compute().greater(ints, hi)).fill_null(False)
     return np.asarray(bad.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
 
@@ -355,7 +362,7 @@ def _time_of_day(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]
         if bad.any():
             micros = _blank(micros, bad)
             problems.append((bad, f"{where.label}: time of day outside 00:00-24:00"))
-    text = pc.replace_substring_regex(micros.cast(pa.large_string()), r"\.0{6}$", "")
+    text = _compute().replace_substring_regex(micros.cast(pa.large_string()), r"\.0{6}$", "")
     return text, problems
 
 
@@ -406,7 +413,8 @@ def _struct(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
 
 def _lengths(arr: pa.Array) -> npt.NDArray[np.int64]:
     return np.asarray(
-        pc.list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False), dtype=np.int64
+        _compute().list_value_length(arr).fill_null(0).to_numpy(zero_copy_only=False),
+        dtype=np.int64,
     )
 
 
@@ -468,9 +476,9 @@ def _map(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
     def text(value: str) -> pa.Scalar:
         return pa.scalar(value, pa.large_string())
 
-    joined = pc.binary_join(_rebuild(as_list, lengths, texts), text(","))
+    joined = _compute().binary_join(_rebuild(as_list, lengths, texts), text(","))
     return (
-        pc.binary_join_element_wise(text("{"), joined, text("}"), text("")),
+        _compute().binary_join_element_wise(text("{"), joined, text("}"), text("")),
         _to_rows(key_problems + value_problems, lengths),
     )
 
