@@ -256,8 +256,8 @@ def _blank(arr: pa.Array, mask: Mask) -> pa.Array:
 
 
 def _utf8(arr: pa.Array, where: _Where) -> tuple[pa.Array, list[Problem]]:
-    if not pa.types.is_string(arr.type):
-        arr = arr.cast(pa.large_string())
+    if not (pa.types.is_string(arr.type) or pa.types.is_large_string(arr.type)):
+        arr = arr.cast(pa.large_string())  # (a cast of any kind loads pyarrow.compute)
     try:
         arr.validate(full=True)
         return arr, []
