@@ -83,11 +83,14 @@ def examine(
             fresh = below if batch.skip is None else below & ~batch.skip
             batch.skip = below if batch.skip is None else below | batch.skip
     ts_mapped = plan.timestamp is not None
-    events = map_batch(batch.frame, plan, text_times=bodies, profiled=batch.profiled).with_columns(
-        validation.row_checks(
-            timestamp_mapped=ts_mapped, require_identity=cfg.validation.require_identity
-        )
+    events = map_batch(batch.frame, plan, text_times=bodies, profiled=batch.profiled)
+    names = validation.name_check(events.get_column("event"))
+    checks = validation.row_checks(
+        timestamp_mapped=ts_mapped,
+        require_identity=cfg.validation.require_identity,
+        names=names is None,
     )
+    events = events.with_columns(*checks, *(() if names is None else (names,)))
     enc = Encoder(
         events,
         timestamp=ts_mapped,

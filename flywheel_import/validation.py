@@ -29,8 +29,11 @@ def _quoted(col: str) -> pl.Expr:
 # The expressions are built once per setting, not per batch: building them is Python work
 # that holds the GIL the examining threads share (measured: half the cost of a small batch).
 @functools.cache
-def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> tuple[pl.Expr, ...]:
-    """Flag columns for the checks that depend on the row alone."""
+def row_checks(
+    *, timestamp_mapped: bool, require_identity: bool, names: bool = True
+) -> tuple[pl.Expr, ...]:
+    """Flag columns for the checks that depend on the row alone; ``names=False`` leaves out
+    INVALID_EVENT_NAME, for the caller to add the batch's :func:`name_check`."""
     event = pl.col("event")
     has_user = pl.col("user_id").is_not_null()
     checks = {
@@ -51,7 +54,21 @@ def row_checks(*, timestamp_mapped: bool, require_identity: bool) -> tuple[pl.Ex
         ),
         ErrorCode.INVALID_PROPERTY: pl.col("prop_errors").is_not_null(),
     }
+    if not names:
+        del checks[ErrorCode.INVALID_EVENT_NAME]
     return tuple(expr.fill_null(False).alias(flag(code)) for code, expr in checks.items())
+
+
+def name_check(names: pl.Series) -> pl.Expr | None:
+    """The INVALID_EVENT_NAME flag of a batch whose ``names`` repeat, as they do in exports
+    (a few dozen event names): the pattern is matched once per distinct name, not once per
+    row (matching cost three times the hashing that finds them). None when most differ."""
+    distinct = names.drop_nulls().unique()
+    if len(distinct) > len(names) // 8:
+        return None
+    bad = distinct.filter(~distinct.str.contains(EVENT_NAME))
+    listed = pl.lit(False) if bad.is_empty() else pl.col("event").is_in(pl.lit(bad).implode())
+    return listed.fill_null(False).alias(flag(ErrorCode.INVALID_EVENT_NAME))
 
 
 _ROW_FLAGS = (
