@@ -311,6 +311,16 @@ def rows(r: dict[str, Any]) -> list[Row]:
         )
         out.append(
             Row(
+                f"floor: bare per-row checks, {fmt}, s",
+                f"{w['bare_s']:.2f}",
+                f"{w['baseline_s']:.2f} polars read",
+                f"{w['bare_ratio']:.1f}x",
+                "-",
+                None,
+            )
+        )
+        out.append(
+            Row(
                 f"dry run, {fmt}, peak RSS MB",
                 f"{w['validate_rss_mb']:.0f}",
                 f"{w['baseline_rss_mb']:.0f} polars read",
