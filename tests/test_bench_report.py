@@ -46,6 +46,8 @@ def figures(**changes: Any) -> dict[str, Any]:
                 "validate_s": 1.0,
                 "baseline_s": 0.3,
                 "time_ratio": 3.3,
+                "bare_s": 0.6,
+                "bare_ratio": 2.0,
                 "validate_rss_mb": 300.0,
                 "baseline_rss_mb": 250.0,
                 "rss_ratio": 1.2,
@@ -75,6 +77,7 @@ def test_figures_within_their_targets_all_pass_and_diagnostics_have_no_verdict()
     assert {x.measure for x in lines if x.ok is None} >= {
         "throughput, events/s",
         "https vs http, events/s",
+        "floor: bare per-row checks, parquet, s",
     }
 
 
