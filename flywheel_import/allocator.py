@@ -9,7 +9,8 @@ CSV 436-455 to 424-426, NDJSON 292-295 to 255-271; time unchanged (the threads' 
 most allocations without the arena's lock).
 
 A choice already in the environment wins. A program that imported polars before this
-package keeps polars' defaults (the variable is read once).
+package keeps polars' defaults (the variable is read once). The variable stays set for child
+processes, so the shards of ``--processes`` get the same arena.
 """
 
 from __future__ import annotations
