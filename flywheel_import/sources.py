@@ -243,8 +243,9 @@ def _native_csv_batches(
                 head += data
                 if not head.removeprefix(b"\xef\xbb\xbf").strip(b"\r\n"):
                     continue  # blank lines before the header
-                frame = _parse_first_block(src, head, names, delimiter, quote)
-                frame = frame.with_columns(cell_value(n, csv.null_values).alias(n) for n in names)
+                frame = _parse_block(
+                    src, head, names, delimiter, quote, csv.null_values, header=True
+                )
                 head = None
             numbers = np.arange(rows + 1, rows + 1 + frame.height, dtype=np.int64)
             rows += frame.height
@@ -260,26 +261,6 @@ def _native_csv_batches(
     if not rows:
         empty = pl.DataFrame(schema={ROW: pl.Int64, **dict.fromkeys(names, pl.String)})
         yield RawBatch(src, empty, [], size)
-
-
-def _parse_first_block(
-    src: SourceFile, data: bytes, names: list[str], delimiter: str, quote: str | None
-) -> pl.DataFrame:
-    """The first block with its header, which polars skips as its own scan did in preflight
-    (a byte-order mark and blank lines before it included); the names are the reader's."""
-    frame = pl.read_csv(
-        io.BytesIO(data),
-        has_header=True,
-        infer_schema=False,
-        separator=delimiter,
-        quote_char=quote,
-        raise_if_empty=False,
-        try_parse_dates=False,
-    )
-    if frame.width != len(names):
-        raise InputError(f"{src.name}: changed while being read (its header); run again")
-    frame.columns = names
-    return frame
 
 
 def header_names(src: SourceFile, header: list[bytes] | None, ncols: int) -> list[str]:
@@ -312,20 +293,30 @@ def _parse_block(
     delimiter: str,
     quote: str | None,
     null_values: Sequence[str] = (),
+    *,
+    header: bool = False,
 ) -> pl.DataFrame:
+    """A block of whole records as text columns named ``names``. ``header``: the block starts
+    with the header, which polars skips as its own scan did in preflight (a byte-order mark
+    and blank lines before it included); the names stay the reader's."""
     schema = dict.fromkeys(names, pl.String)
     if not data:
         return pl.DataFrame(schema=schema)
     frame = pl.read_csv(
         io.BytesIO(data),
-        has_header=False,
-        schema=schema,
+        has_header=header,
+        schema=None if header else schema,
+        infer_schema=False,
         separator=delimiter,
         quote_char=quote,
         empty_string_is_null=True,
         raise_if_empty=False,
         try_parse_dates=False,
     )
+    if header:
+        if frame.width != len(names):
+            raise InputError(f"{src.name}: changed while being read (its header); run again")
+        frame.columns = names
     # An empty cell, quoted ("") or not, is "no value": omitted, never sent as "".
     return frame.with_columns(cell_value(n, null_values).alias(n) for n in names)
 
