@@ -14,23 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from flywheel_import.dedupe import SeenIds, sort_keys
+from tests.test_dedupe_spill import reference
 
 U64 = npt.NDArray[np.uint64]
 TOP = 2**64 - 1
 FILTER_WORD_SHIFT = 46  # the smallest filter (2^18 words), sized for up to 131,072 ids
-
-
-def reference(batches: list[U64]) -> list[list[bool]]:
-    """Duplicates by a Python set, value by value."""
-    seen: set[int] = set()
-    out = []
-    for batch in batches:
-        flags = []
-        for v in batch.tolist():
-            flags.append(v in seen)
-            seen.add(v)
-        out.append(flags)
-    return out
 
 
 def filter_bits(value: int) -> int:
