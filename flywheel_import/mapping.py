@@ -205,6 +205,9 @@ def map_batch(
     _guard(frame, plan, values, profiled=profiled)
     problems = [p for _, p in plan.property_exprs if p is not None]
     problems += [json_problem(jc) for jc in plan.json_columns]
+    flagged = (
+        [pl.any_horizontal(b for b, _ in problems).fill_null(False).alias(_BAD)] if problems else []
+    )
     out = frame.select(
         pl.col(ROW),
         plan.event.alias("event"),
@@ -223,13 +226,14 @@ def map_batch(
         plan.identify.alias("identify"),
         plan.identify_raw.alias("identify_raw"),
         *values.values(),
-        (
-            pl.any_horizontal(b for b, _ in problems).fill_null(False)
-            if problems
-            else pl.lit(False)
-        ).alias(_BAD),
+        null.alias("prop_errors"),
+        *flagged,
     )
-    out = out.with_columns(_problem_texts(frame, out.get_column(_BAD), problems)).drop(_BAD)
+    if problems:
+        bad = out.get_column(_BAD)
+        out = out.drop(_BAD)
+        if bad.any():
+            out = out.with_columns(_problem_texts(frame, bad, problems))
     if plan.event_source is None:
         out = out.insert_column(2, out.get_column("event").alias("event_raw"))
     return out
@@ -245,28 +249,23 @@ def _guard(frame: pl.DataFrame, plan: Plan, values: dict[str, pl.Expr], *, profi
     those values fit the guard too.
     """
     booleans = {s.slot: s.column for s in plan.properties if s.kind == "text_boolean"}
-    guards = [g for g in plan.guards if not profiled or g[0] in booleans]
+    guards = [] if profiled else list(plan.guards)
     if not guards and not booleans:
         return
-    checks = [
+    lowercase = [
         (pl.col(c).is_null() | (pl.col(c) == "true") | (pl.col(c) == "false")).all().alias(s)
         for s, c in booleans.items()
     ]
-    checks += [
-        (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s)
-        for s, c, p in guards
-        if s not in booleans
-    ]
-    fits = frame.select(checks).row(0, named=True)
+    numbers = [g for g in guards if g[0] not in booleans]
+    fits = frame.select(*lowercase, *_fit_checks(numbers)).row(0, named=True)
     for slot, column in booleans.items():
         if fits[slot]:
             values[slot] = pl.col(column).alias(slot)
-    unfit = [(s, c, p) for s, c, p in guards if not fits[s]]
-    if unfit and booleans:  # a boolean column with other spellings: its guard proper
-        again = frame.select(
-            (pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s) for s, c, p in unfit
-        ).row(0, named=True)
-        unfit = [(s, c, p) for s, c, p in unfit if not again[s]]
+    unfit = [g for g in numbers if not fits[g[0]]]
+    spelled = [g for g in guards if g[0] in booleans and not fits[g[0]]]
+    if spelled:  # booleans in other spellings: their guard proper
+        again = frame.select(_fit_checks(spelled)).row(0, named=True)
+        unfit += [g for g in spelled if not again[g[0]]]
     for slot, column, pattern in unfit:
         col = pl.col(column)
         values[slot] = (
@@ -277,17 +276,21 @@ def _guard(frame: pl.DataFrame, plan: Plan, values: dict[str, pl.Expr], *, profi
         )
 
 
+def _fit_checks(guards: list[tuple[str, str, str]]) -> list[pl.Expr]:
+    """Per guard (slot, column, pattern): does every value of the batch fit?"""
+    return [(pl.col(c).is_null() | pl.col(c).str.contains(p)).all().alias(s) for s, c, p in guards]
+
+
 def _problem_texts(frame: pl.DataFrame, bad: pl.Series, problems: list[Problem]) -> pl.Series:
-    """``prop_errors``: the problems of each row, text built for the rows that have any (a
-    handful a batch at most: building it for every row cost as much as the values)."""
-    if not bad.any():
-        return pl.Series("prop_errors", [None] * len(bad), dtype=pl.String)
+    """``prop_errors`` of a batch where some row has a problem: the text is built for those
+    rows only (a handful a batch at most: building it for every row cost as much as the
+    values)."""
     where = bad.arg_true()
     texts = frame[where].select(
         pl.concat_str([pl.when(b).then(m) for b, m in problems], separator="; ", ignore_nulls=True)
     )
-    out = pl.Series("prop_errors", [None] * len(bad), dtype=pl.String)
-    return out.scatter(where, texts.to_series())
+    none = pl.repeat(None, len(bad), dtype=pl.String, eager=True)
+    return none.scatter(where, texts.to_series()).alias("prop_errors")
 
 
 # --- fields ----------------------------------------------------------------------------------

@@ -103,7 +103,7 @@ class AutoParser:
         if not todo.any():
             return out
         left = frame.filter(todo).select(pl.col("t").str.strip_chars())
-        filled = pl.Series("t", [None] * left.height, dtype=out.dtype)
+        filled = pl.repeat(None, left.height, dtype=out.dtype, eager=True).alias("t")
         at = np.arange(left.height)  # the position in ``filled`` of each row of ``left``
         found = [0] * len(self._candidates)
         for i, cand in enumerate(self._candidates):
